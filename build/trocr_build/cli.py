@@ -1,0 +1,44 @@
+"""`trocr-build`: export a TrOCR model into a servable Triton model repository."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from trocr_client.logs import configure_logging
+
+from trocr_build.repository import SOURCE_REPOSITORY, ServingOptions, build_repository
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trocr-build", description=__doc__)
+    p.add_argument(
+        "--model",
+        default="random:small",
+        help="Hugging Face id (microsoft/trocr-small-handwritten), local directory, or random:small / random:tiny "
+        "(seeded random weights, offline, meaningless text). Default: %(default)s",
+    )
+    p.add_argument(
+        "--output", type=Path, default=SOURCE_REPOSITORY, help="repository folder (default: %(default)s)"
+    )
+    p.add_argument("--cache-dir", type=Path, default=None, help="where random models are created")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed against PyTorch")
+    p.add_argument(
+        "--intra-op-threads", type=int, default=0, help="ONNX Runtime threads per model (0: per core)"
+    )
+    p.add_argument("--trocr-instances", type=int, default=ServingOptions.trocr_instances)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    configure_logging(args.verbose)
+    options = ServingOptions(intra_op_threads=args.intra_op_threads, trocr_instances=args.trocr_instances)
+    info = build_repository(args.model, args.output, args.cache_dir, options, args.tolerance)
+    print(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+    main()

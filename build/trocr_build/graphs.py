@@ -1,0 +1,109 @@
+"""The two graphs the project exports, as small torch modules around the Hugging Face model's own submodules.
+
+The stock optimum decoder has no attention mask and one shared position for the whole batch, so it cannot
+batch sequences of different lengths. `DecoderStepGraph` takes per-row positions, a mask over the
+self-attention cache, and cross-attention keys/values that `EncoderGraph` computed once per image.
+Layouts are documented in `trocr_serving.graph_names`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import VisionEncoderDecoderModel
+
+
+def _split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]"""
+    batch, seq, width = states.shape
+    return states.view(batch, seq, num_heads, width // num_heads).transpose(1, 2)
+
+
+class EncoderGraph(nn.Module):
+    """pixel_values -> (encoder_hidden_states, cross_key_values)."""
+
+    def __init__(self, model: VisionEncoderDecoderModel):
+        super().__init__()
+        self.encoder = model.encoder
+        self.enc_to_dec_proj = getattr(model, "enc_to_dec_proj", None)
+        self.layers = model.decoder.model.decoder.layers
+        self.num_heads = model.decoder.config.decoder_attention_heads
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(pixel_values=pixel_values).last_hidden_state
+        if self.enc_to_dec_proj is not None:
+            hidden = self.enc_to_dec_proj(hidden)
+        per_layer = []
+        for layer in self.layers:
+            keys = _split_heads(layer.encoder_attn.k_proj(hidden), self.num_heads)
+            values = _split_heads(layer.encoder_attn.v_proj(hidden), self.num_heads)
+            per_layer.append(torch.stack([keys, values], dim=1))  # [batch, 2, heads, seq, head_dim]
+        return hidden, torch.stack(per_layer, dim=1)
+
+
+class DecoderStepGraph(nn.Module):
+    """One greedy/beam step for a batch of sequences of any lengths (see trocr_serving.graph_names)."""
+
+    def __init__(self, model: VisionEncoderDecoderModel):
+        super().__init__()
+        decoder = model.decoder.model.decoder
+        config = model.decoder.config
+        self.embed_tokens = decoder.embed_tokens  # applies the embedding scale itself
+        self.embed_positions = decoder.embed_positions
+        self.learned_positions = config.use_learned_position_embeddings
+        self.padding_idx = config.pad_token_id
+        self.layernorm_embedding = decoder.layernorm_embedding
+        self.layers = decoder.layers
+        self.output_projection = model.decoder.output_projection
+        self.num_heads = config.decoder_attention_heads
+
+    def _position_embeddings(self, position_ids: torch.Tensor) -> torch.Tensor:
+        if self.learned_positions:
+            return nn.functional.embedding(
+                position_ids + self.embed_positions.offset, self.embed_positions.weight
+            )
+        # Sinusoidal table: positions start after the padding index (fairseq's make_positions).
+        table = self.embed_positions.weights.to(self.output_projection.weight.dtype)
+        return nn.functional.embedding(position_ids + self.padding_idx + 1, table)
+
+    @staticmethod
+    def _attend(query, keys, values, bias=None):
+        scores = torch.matmul(query, keys.transpose(-1, -2))
+        if bias is not None:
+            scores = scores + bias
+        return torch.matmul(torch.softmax(scores, dim=-1), values)
+
+    @staticmethod
+    def _merge_heads(states: torch.Tensor) -> torch.Tensor:
+        batch, heads, seq, head_dim = states.shape
+        return states.transpose(1, 2).reshape(batch, seq, heads * head_dim)
+
+    def forward(self, input_ids, position_ids, attention_mask, past_key_values, cross_key_values):
+        hidden = self.embed_tokens(input_ids) + self._position_embeddings(position_ids)
+        if self.layernorm_embedding is not None:
+            hidden = self.layernorm_embedding(hidden)
+        # [batch, past + 1] -> additive bias [batch, 1, 1, past + 1]
+        bias = (1.0 - attention_mask.to(hidden.dtype))[:, None, None, :] * torch.finfo(hidden.dtype).min
+        new_key_values = []
+        for index, layer in enumerate(self.layers):
+            attention = layer.self_attn
+            query = _split_heads(attention.q_proj(hidden) * attention.scaling, self.num_heads)
+            key = _split_heads(attention.k_proj(hidden), self.num_heads)
+            value = _split_heads(attention.v_proj(hidden), self.num_heads)
+            keys = torch.cat([past_key_values[:, index, 0], key], dim=2)
+            values = torch.cat([past_key_values[:, index, 1], value], dim=2)
+            attended = self._merge_heads(self._attend(query, keys, values, bias))
+            hidden = layer.self_attn_layer_norm(hidden + attention.out_proj(attended))
+
+            cross = layer.encoder_attn
+            query = _split_heads(cross.q_proj(hidden) * cross.scaling, self.num_heads)
+            attended = self._merge_heads(
+                self._attend(query, cross_key_values[:, index, 0], cross_key_values[:, index, 1])
+            )
+            hidden = layer.encoder_attn_layer_norm(hidden + cross.out_proj(attended))
+
+            feed_forward = layer.fc2(layer.activation_fn(layer.fc1(hidden)))
+            hidden = layer.final_layer_norm(hidden + feed_forward)
+            new_key_values.append(torch.stack([key, value], dim=1))  # [batch, 2, heads, 1, head_dim]
+        logits = self.output_projection(hidden[:, 0, :])
+        return torch.log_softmax(logits, dim=-1), torch.stack(new_key_values, dim=1)

@@ -1,0 +1,112 @@
+"""Triton model configurations as typed Python, written through Triton's own protobuf (never hand-edited)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+DATA_TYPES = {
+    "BOOL": pb.TYPE_BOOL,
+    "INT32": pb.TYPE_INT32,
+    "INT64": pb.TYPE_INT64,
+    "FP16": pb.TYPE_FP16,
+    "FP32": pb.TYPE_FP32,
+    "BYTES": pb.TYPE_STRING,
+}
+
+
+class ModelConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    data_type: str  # a key of DATA_TYPES
+    dims: tuple[int, ...]  # without the batch dimension; -1 is variable
+    optional: bool = False
+    reshape: tuple[int, ...] | None = None  # shape the model sees (e.g. () for one scalar per batch row)
+
+    def validate(self, where: str) -> None:
+        if not self.name:
+            raise ModelConfigError(f"{where}: tensor name is empty")
+        if self.data_type not in DATA_TYPES:
+            raise ModelConfigError(
+                f"{where}.{self.name}: data_type {self.data_type!r} is not one of {', '.join(DATA_TYPES)}"
+            )
+        if not self.dims or any(d == 0 or d < -1 for d in self.dims):
+            raise ModelConfigError(f"{where}.{self.name}: dims {self.dims} must be non-empty, positive or -1")
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    max_batch_size: int
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    backend: str = "python"
+    instance_count: int = 1
+    dynamic_batching: DynamicBatching | None = None
+    decoupled: bool = False
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ModelConfigError("model name is empty")
+        if self.max_batch_size < 0:
+            raise ModelConfigError(f"{self.name}: max_batch_size must be >= 0, got {self.max_batch_size}")
+        if self.instance_count < 1:
+            raise ModelConfigError(f"{self.name}: instance_count must be >= 1, got {self.instance_count}")
+        if self.dynamic_batching and self.max_batch_size == 0:
+            raise ModelConfigError(f"{self.name}: dynamic_batching needs max_batch_size > 0")
+        if self.dynamic_batching and any(
+            not 0 < size <= self.max_batch_size for size in self.dynamic_batching.preferred_batch_sizes
+        ):
+            raise ModelConfigError(f"{self.name}: preferred_batch_sizes must lie in 1..max_batch_size")
+        if not self.inputs or not self.outputs:
+            raise ModelConfigError(f"{self.name}: a model needs at least one input and one output")
+        seen: set[str] = set()
+        for kind, tensors in (("input", self.inputs), ("output", self.outputs)):
+            for tensor in tensors:
+                tensor.validate(f"{self.name}.{kind}")
+                if tensor.name in seen:
+                    raise ModelConfigError(f"{self.name}: tensor name {tensor.name!r} is used twice")
+                seen.add(tensor.name)
+        for key, value in self.parameters.items():
+            if not isinstance(value, str):
+                raise ModelConfigError(
+                    f"{self.name}: parameter {key!r} must be a string, got {type(value).__name__}"
+                )
+
+    def to_protobuf(self) -> pb.ModelConfig:
+        self.validate()
+        config = pb.ModelConfig(name=self.name, backend=self.backend, max_batch_size=self.max_batch_size)
+        for tensors, target in ((self.inputs, config.input), (self.outputs, config.output)):
+            for tensor in tensors:
+                entry = target.add(
+                    name=tensor.name, data_type=DATA_TYPES[tensor.data_type], dims=list(tensor.dims)
+                )
+                if tensor.optional:
+                    entry.optional = True
+                if tensor.reshape is not None:
+                    entry.reshape.shape.extend(tensor.reshape)
+        config.instance_group.add(count=self.instance_count, kind=pb.ModelInstanceGroup.KIND_CPU)
+        if self.dynamic_batching is not None:
+            config.dynamic_batching.max_queue_delay_microseconds = self.dynamic_batching.max_queue_delay_us
+            config.dynamic_batching.preferred_batch_size.extend(self.dynamic_batching.preferred_batch_sizes)
+        if self.decoupled:
+            config.model_transaction_policy.decoupled = True
+        for key, value in sorted(self.parameters.items()):
+            config.parameters[key].string_value = value
+        return config
+
+    def to_pbtxt(self) -> str:
+        return text_format.MessageToString(self.to_protobuf())

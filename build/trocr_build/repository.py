@@ -1,0 +1,192 @@
+"""Write a complete, servable Triton model repository for a TrOCR model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoProcessor, VisionEncoderDecoderModel
+from trocr_client import protocol
+from trocr_serving import graph_names as names
+from trocr_serving.pipeline_config import (
+    TOKENIZER_FILE,
+    DecoderShape,
+    GenerationDefaults,
+    ImageConfig,
+    PipelineConfig,
+)
+
+from trocr_build.export import Dimensions, export_decoder, export_encoder, validate_against_reference
+from trocr_build.model_config import DynamicBatching, ModelConfig, Tensor
+from trocr_build.random_model import is_random_model, random_model_dir
+
+LOGGER = logging.getLogger(__name__)
+
+# The committed model code (model.py of each model) lives next to this package in the source tree.
+SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+MODEL_NAMES = ("encoder", "decoder", protocol.MODEL_NAME)
+BUILD_INFO_FILE = "build_info.json"
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How the repository is served: batch sizes, queue delays, instances and threads."""
+
+    encoder_max_batch_size: int = 8
+    encoder_queue_delay_us: int = 2000
+    decoder_max_batch_size: int = 64
+    decoder_queue_delay_us: int = 500
+    trocr_max_batch_size: int = protocol.MAX_IMAGES_PER_REQUEST
+    trocr_queue_delay_us: int = 2000
+    trocr_instances: int = 2
+    intra_op_threads: int = 0  # 0: one per core
+
+
+def load_model(model: str, cache_dir: Path | None = None):
+    """A Hugging Face id, a local directory, or random:small / random:tiny -> (model, processor, source)."""
+    source = str(random_model_dir(model, cache_dir)) if is_random_model(model) else model
+    LOGGER.info("loading %s", source)
+    hf_model = VisionEncoderDecoderModel.from_pretrained(source).eval().requires_grad_(False)
+    processor = AutoProcessor.from_pretrained(source)
+    return hf_model, processor, source
+
+
+def pipeline_config(
+    model: VisionEncoderDecoderModel, processor, dims: Dimensions, source: str
+) -> PipelineConfig:
+    image_processor = processor.image_processor
+    generation = model.generation_config
+    max_new_tokens = generation.max_new_tokens or (generation.max_length - 1)
+    tokenizer = processor.tokenizer
+    return PipelineConfig(
+        source_model=source,
+        image=ImageConfig(
+            height=dims.image_size[0],
+            width=dims.image_size[1],
+            resample=int(image_processor.resample),
+            rescale_factor=float(image_processor.rescale_factor) if image_processor.do_rescale else 1.0,
+            image_mean=tuple(float(v) for v in image_processor.image_mean),
+            image_std=tuple(float(v) for v in image_processor.image_std),
+        ),
+        decoder=DecoderShape(
+            num_layers=dims.num_layers,
+            num_heads=dims.num_heads,
+            head_dim=dims.head_dim,
+            vocab_size=dims.vocab_size,
+            encoder_seq_len=dims.encoder_seq_len,
+            max_positions=dims.max_positions,
+        ),
+        generation=GenerationDefaults(
+            decoder_start_token_id=int(model.config.decoder_start_token_id),
+            eos_token_id=int(generation.eos_token_id),
+            pad_token_id=int(generation.pad_token_id),
+            max_new_tokens=int(min(max_new_tokens, dims.max_positions - 1)),
+        ),
+        clean_up_tokenization_spaces=bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
+    )
+
+
+def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig]:
+    height, width = dims.image_size
+    layers, heads, head_dim = dims.num_layers, dims.num_heads, dims.head_dim
+    cross = (layers, 2, heads, dims.encoder_seq_len, head_dim)
+    threads = {"intra_op_threads": str(options.intra_op_threads)}
+    encoder = ModelConfig(
+        name="encoder",
+        max_batch_size=options.encoder_max_batch_size,
+        inputs=(Tensor(names.PIXEL_VALUES, "FP32", (3, height, width)),),
+        outputs=(
+            Tensor(names.ENCODER_HIDDEN_STATES, "FP32", (dims.encoder_seq_len, -1)),
+            Tensor(names.CROSS_KEY_VALUES, "FP32", cross),
+        ),
+        dynamic_batching=DynamicBatching(max_queue_delay_us=options.encoder_queue_delay_us),
+        parameters={"onnx_file": names.ENCODER_ONNX, **threads},
+    )
+    decoder = ModelConfig(
+        name="decoder",
+        max_batch_size=options.decoder_max_batch_size,
+        inputs=(
+            Tensor(names.INPUT_IDS, "INT64", (1,)),
+            Tensor(names.POSITION_IDS, "INT64", (1,)),
+            Tensor(names.ATTENTION_MASK, "INT64", (-1,)),
+            Tensor(names.PAST_KEY_VALUES, "FP32", (layers, 2, heads, -1, head_dim)),
+            Tensor(names.CROSS_KEY_VALUES, "FP32", cross),
+        ),
+        outputs=(
+            Tensor(names.LOG_PROBS, "FP32", (dims.vocab_size,)),
+            Tensor(names.NEW_KEY_VALUES, "FP32", (layers, 2, heads, 1, head_dim)),
+        ),
+        dynamic_batching=DynamicBatching(max_queue_delay_us=options.decoder_queue_delay_us),
+        parameters={"onnx_file": names.DECODER_ONNX, **threads},
+    )
+    scalar = ()
+    trocr = ModelConfig(
+        name=protocol.MODEL_NAME,
+        max_batch_size=options.trocr_max_batch_size,
+        inputs=(
+            Tensor(protocol.INPUT_IMAGE, "BYTES", (1,), reshape=scalar),
+            Tensor(protocol.INPUT_MAX_NEW_TOKENS, "INT32", (1,), optional=True, reshape=scalar),
+            Tensor(protocol.INPUT_NUM_BEAMS, "INT32", (1,), optional=True, reshape=scalar),
+        ),
+        outputs=(
+            Tensor(protocol.OUTPUT_TEXT, "BYTES", (1,), reshape=scalar),
+            Tensor(protocol.OUTPUT_SCORE, "FP32", (1,), reshape=scalar),
+        ),
+        instance_count=options.trocr_instances,
+        dynamic_batching=DynamicBatching(max_queue_delay_us=options.trocr_queue_delay_us),
+        parameters={"encoder_max_batch_size": str(options.encoder_max_batch_size)},
+    )
+    return [encoder, decoder, trocr]
+
+
+def _copy_model_code(output: Path) -> None:
+    if output.resolve() == SOURCE_REPOSITORY.resolve():
+        return
+    for model_name in MODEL_NAMES:
+        target = output / model_name / "1"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(SOURCE_REPOSITORY / model_name / "1" / "model.py", target / "model.py")
+
+
+def build_repository(
+    model: str,
+    output: Path,
+    cache_dir: Path | None = None,
+    options: ServingOptions | None = None,
+    atol: float = 1e-3,
+) -> dict:
+    """Export `model` into a Triton model repository at `output`; returns the build report."""
+    started = time.monotonic()
+    options = options or ServingOptions()
+    hf_model, processor, source = load_model(model, cache_dir)
+    dims = Dimensions.of(hf_model)
+    output.mkdir(parents=True, exist_ok=True)
+    _copy_model_code(output)
+    encoder_path = output / "encoder" / "1" / names.ENCODER_ONNX
+    decoder_path = output / "decoder" / "1" / names.DECODER_ONNX
+    with torch.no_grad():
+        report = {
+            "encoder": export_encoder(hf_model, dims, encoder_path, atol),
+            "decoder": export_decoder(hf_model, dims, decoder_path, atol),
+            "reference": validate_against_reference(hf_model, dims, encoder_path, decoder_path, atol),
+        }
+    for config in model_configs(dims, options):
+        (output / config.name / "config.pbtxt").write_text(config.to_pbtxt())
+    trocr_dir = output / protocol.MODEL_NAME / "1"
+    pipeline_config(hf_model, processor, dims, source).save(trocr_dir)
+    processor.tokenizer.backend_tokenizer.save(str(trocr_dir / TOKENIZER_FILE))
+    info = {
+        "model": model,
+        "source": source,
+        "max_abs_diff": report,
+        "tolerance": atol,
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
+    (output / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    LOGGER.info("wrote the model repository for %s to %s", model, output)
+    return info

@@ -1,0 +1,25 @@
+"""The public API of the `trocr` Triton model, shared by the server and its clients.
+
+Other services call the `trocr` model with any KServe v2 client, so these names are a contract.
+This module imports nothing heavy: the server-side models import it too.
+"""
+
+from __future__ import annotations
+
+MODEL_NAME = "trocr"
+
+# Inputs (one value per batch row).
+INPUT_IMAGE = "image"  # BYTES: one encoded image (PNG, JPEG, TIFF, BMP, WebP)
+INPUT_MAX_NEW_TOKENS = "max_new_tokens"  # INT32, optional
+INPUT_NUM_BEAMS = "num_beams"  # INT32, optional
+
+# Outputs (one value per batch row).
+OUTPUT_TEXT = "text"  # BYTES: UTF-8 text
+OUTPUT_SCORE = "score"  # FP32: mean log-probability of the generated tokens (end-of-sequence included)
+
+# Limits the server enforces on every image; the client checks them before sending.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000  # width x height; larger is refused before decoding (decompression bombs)
+MAX_IMAGES_PER_REQUEST = 64
+
+SUPPORTED_IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")

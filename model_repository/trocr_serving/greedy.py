@@ -1,0 +1,71 @@
+"""Greedy decoding over the exported decoder step, independent of where the step runs.
+
+`step` is any callable that runs decoder.onnx (in-process ONNX Runtime, or a BLS call to Triton's
+`decoder` model). Finished rows leave the batch at once; the others keep going.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trocr_serving import graph_names as names
+from trocr_serving.pipeline_config import PipelineConfig
+
+# (decoder inputs by name) -> (log_probs [batch, vocab], new_key_values [batch, layers, 2, heads, 1, head_dim])
+DecoderStep = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Hypothesis:
+    token_ids: list[int] = field(default_factory=list)
+    token_log_probs: list[float] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        """Mean log-probability of the generated tokens (the end-of-sequence token included)."""
+        return float(np.mean(self.token_log_probs)) if self.token_log_probs else 0.0
+
+
+def greedy_decode(
+    cross_key_values: np.ndarray,
+    max_new_tokens: np.ndarray,
+    config: PipelineConfig,
+    step: DecoderStep,
+) -> list[Hypothesis]:
+    """Decode every row of `cross_key_values` greedily, each up to its own `max_new_tokens`."""
+    batch = cross_key_values.shape[0]
+    shape = config.decoder
+    hypotheses = [Hypothesis() for _ in range(batch)]
+    rows = np.arange(batch)  # original row of each active sequence
+    cross = cross_key_values
+    past = np.zeros((batch, shape.num_layers, 2, shape.num_heads, 0, shape.head_dim), dtype=np.float32)
+    last_tokens = np.full(batch, config.generation.decoder_start_token_id, dtype=np.int64)
+    limits = np.asarray(max_new_tokens, dtype=np.int64)
+    position = 0
+    while rows.size:
+        active = rows.size
+        log_probs, new_key_values = step(
+            {
+                names.INPUT_IDS: last_tokens[:, None],
+                names.POSITION_IDS: np.full((active, 1), position, dtype=np.int64),
+                names.ATTENTION_MASK: np.ones((active, position + 1), dtype=np.int64),
+                names.PAST_KEY_VALUES: past,
+                names.CROSS_KEY_VALUES: cross,
+            }
+        )
+        next_tokens = log_probs.argmax(axis=-1)
+        chosen = log_probs[np.arange(active), next_tokens]
+        for row, token, log_prob in zip(rows, next_tokens, chosen):
+            hypotheses[row].token_ids.append(int(token))
+            hypotheses[row].token_log_probs.append(float(log_prob))
+        position += 1
+        keep = (next_tokens != config.generation.eos_token_id) & (position < limits[rows])
+        past = np.concatenate([past, new_key_values], axis=names.CACHE_SEQ_AXIS)
+        if not keep.all():
+            past, cross, rows = past[keep], cross[keep], rows[keep]
+            next_tokens = next_tokens[keep]
+        last_tokens = next_tokens.astype(np.int64)
+    return hypotheses

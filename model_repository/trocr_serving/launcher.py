@@ -1,0 +1,258 @@
+"""Start and stop the real Triton Inference Server (the `tritonserver` binary shipped by nvidia-pytriton).
+
+The binary has only the Python backend. Its backend stub embeds the system's libpython and ignores
+PYTHONPATH, so it would import from the base interpreter's site-packages. The stub does put the backend
+directory on its path: the launcher writes a small module there (`trocr_triton_site`) that puts this
+interpreter's import path first (the project's environment, .pth files and editable installs included),
+and every model.py imports it before anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+STARTUP_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 30.0
+PORT_RETRIES = 3
+# Shared memory for tensors between the server and its Python models: the cross-attention keys/values
+# of a batch of images run to tens of MB, so start big rather than grow 1 MB at a time.
+SHM_DEFAULT_BYTES = 64 * 1024 * 1024
+SHM_GROWTH_BYTES = 64 * 1024 * 1024
+
+
+class ServerError(RuntimeError):
+    """The server could not start, or died; the message carries the end of its log."""
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _pytriton_root() -> Path:
+    import pytriton  # only for its files: the server binary, libraries, backend and stubs
+
+    return Path(pytriton.__file__).resolve().parent
+
+
+def prepare_backends(directory: Path) -> Path:
+    """A backend directory holding the Python backend with the stub for this interpreter's version."""
+    source = _pytriton_root() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerError(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    backends = directory / "backends"
+    shutil.copytree(source / "backends", backends, dirs_exist_ok=True)
+    shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+    (backends / "python" / f"{SITE_MODULE}.py").write_text(_site_module_source())
+    return backends
+
+
+SITE_MODULE = "trocr_triton_site"
+
+
+_SITE_MODULE_TEMPLATE = '''"""Written by trocr_serving.launcher: the launching environment's import path, first."""
+import site
+import sys
+
+_before = list(sys.path)
+for _path in {paths!r}:
+    site.addsitedir(_path)  # also runs the .pth files (editable installs)
+sys.path[:] = [p for p in sys.path if p not in _before] + _before
+'''
+
+
+def _site_module_source() -> str:
+    return _SITE_MODULE_TEMPLATE.format(paths=[p for p in sys.path if p and Path(p).is_dir()])
+
+
+def models_in(repository: Path) -> list[str]:
+    """The models of a repository: its folders with a config.pbtxt (others, like trocr_serving/, are code)."""
+    return sorted(path.parent.name for path in repository.glob("*/config.pbtxt"))
+
+
+@dataclass
+class Ports:
+    http: int
+    grpc: int
+    metrics: int
+
+    @classmethod
+    def pick(cls, host: str) -> Ports:
+        return cls(free_port(host), free_port(host), free_port(host))
+
+
+class TritonServer:
+    """`with TritonServer(repository) as server:` starts tritonserver, waits until it is ready, stops it."""
+
+    def __init__(
+        self,
+        model_repository: Path,
+        host: str = DEFAULT_HOST,
+        ports: Ports | None = None,
+        log_file: Path | None = None,
+        log_verbose: int = 0,
+        extra_args: tuple[str, ...] = (),
+    ):
+        self.model_repository = Path(model_repository).resolve()
+        self.host = host
+        self._fixed_ports = ports is not None
+        self.ports = ports or Ports.pick(host)
+        self.log_file = log_file
+        self.log_verbose = log_verbose
+        self.extra_args = extra_args
+        self.process: subprocess.Popen | None = None
+        self._workdir: tempfile.TemporaryDirectory | None = None
+        self._log_handle = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    def command(self, backends: Path) -> list[str]:
+        models = models_in(self.model_repository)
+        if not models:
+            raise ServerError(f"{self.model_repository} holds no model (no */config.pbtxt): run trocr-build")
+        binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+        return [
+            str(binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=explicit",
+            *(f"--load-model={name}" for name in models),
+            f"--http-address={self.host}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libs = _pytriton_root().parent / "nvidia_pytriton.libs"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+        env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+        return env
+
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> TritonServer:
+        self._workdir = tempfile.TemporaryDirectory(prefix="trocr-triton-")
+        backends = prepare_backends(Path(self._workdir.name))
+        log_path = self.log_file or Path(self._workdir.name) / "tritonserver.log"
+        for attempt in range(1, PORT_RETRIES + 1):
+            self._log_handle = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+            LOGGER.info(
+                "starting tritonserver on %s (grpc %d, http %d, metrics %d), log: %s",
+                self.host,
+                self.ports.grpc,
+                self.ports.http,
+                self.ports.metrics,
+                log_path,
+            )
+            self.process = subprocess.Popen(
+                self.command(backends),
+                stdout=self._log_handle,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+            )
+            self.log_path = log_path
+            try:
+                self._wait_ready(timeout_s)
+                return self
+            except ServerError:
+                port_clash = "Address already in use" in self.log_tail()
+                self.stop()
+                if not (port_clash and not self._fixed_ports and attempt < PORT_RETRIES):
+                    raise
+                LOGGER.warning("port clash, retrying with other ports")
+                self.ports = Ports.pick(self.host)
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise ServerError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
+            if self.is_ready():
+                LOGGER.info("tritonserver is ready: %s", ", ".join(models_in(self.model_repository)))
+                return
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def log_tail(self, lines: int = 60) -> str:
+        if self._log_handle is not None:
+            self._log_handle.flush()
+        try:
+            text = Path(self.log_path).read_text(errors="replace")
+        except (AttributeError, OSError):
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM (Triton then unloads models and exits), then SIGKILL if it has not exited in time."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                LOGGER.warning("tritonserver did not stop in %.0f s: killing it", timeout_s)
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

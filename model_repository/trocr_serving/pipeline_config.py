@@ -1,0 +1,79 @@
+"""What the `trocr` model needs to know about the exported model: written by the build as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+PIPELINE_CONFIG_FILE = "pipeline.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """Mirrors the model's own image processor (ViTImageProcessor for TrOCR)."""
+
+    height: int
+    width: int
+    resample: int  # PIL resampling filter id (2 = bilinear)
+    rescale_factor: float
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    vocab_size: int
+    encoder_seq_len: int
+    max_positions: int  # learned position table size: no sequence may be longer
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    decoder_start_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    source_model: str
+    image: ImageConfig
+    decoder: DecoderShape
+    generation: GenerationDefaults
+    clean_up_tokenization_spaces: bool
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PipelineConfig:
+        raw = json.loads(text)
+        image = raw["image"]
+        return cls(
+            source_model=raw["source_model"],
+            image=ImageConfig(
+                **{**image, "image_mean": tuple(image["image_mean"]), "image_std": tuple(image["image_std"])}
+            ),
+            decoder=DecoderShape(**raw["decoder"]),
+            generation=GenerationDefaults(**raw["generation"]),
+            clean_up_tokenization_spaces=raw["clean_up_tokenization_spaces"],
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> PipelineConfig:
+        return cls.from_json((Path(directory) / PIPELINE_CONFIG_FILE).read_text())
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / PIPELINE_CONFIG_FILE).write_text(self.to_json() + "\n")
+
+    @property
+    def max_new_tokens_limit(self) -> int:
+        """The longest generation the position table allows (the start token takes position 0)."""
+        return self.decoder.max_positions - 1
