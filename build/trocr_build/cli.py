@@ -19,14 +19,10 @@ def parser() -> argparse.ArgumentParser:
         help="Hugging Face id (microsoft/trocr-small-handwritten), local directory, or random:small / random:tiny "
         "(seeded random weights, offline, meaningless text). Default: %(default)s",
     )
-    p.add_argument(
-        "--output", type=Path, default=SOURCE_REPOSITORY, help="repository folder (default: %(default)s)"
-    )
+    p.add_argument("--output", type=Path, default=SOURCE_REPOSITORY, help="repository folder (default: %(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help="where random models are created")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed against PyTorch")
-    p.add_argument(
-        "--intra-op-threads", type=int, default=0, help="ONNX Runtime threads per model (0: per core)"
-    )
+    p.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads per model (0: per core)")
     p.add_argument("--trocr-instances", type=int, default=ServingOptions.trocr_instances)
     p.add_argument("-v", "--verbose", action="store_true")
     return p

@@ -78,9 +78,7 @@ def _decoder_example(dims: Dimensions, batch: int, past_len: int, seed: int) -> 
     }
 
 
-def _export(
-    module: torch.nn.Module, example: dict[str, torch.Tensor], output_names, dynamic_axes, path: Path
-):
+def _export(module: torch.nn.Module, example: dict[str, torch.Tensor], output_names, dynamic_axes, path: Path):
     input_names = list(example)
     torch.onnx.export(
         module,
@@ -96,6 +94,7 @@ def _export(
 
 
 def _compare(label: str, expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], atol: float) -> dict:
+    """Max abs diff per output; fails above `atol` scaled by the output's magnitude (at least 1)."""
     report, failures = {}, []
     for name, reference in expected.items():
         got = actual[name]
@@ -103,10 +102,13 @@ def _compare(label: str, expected: dict[str, np.ndarray], actual: dict[str, np.n
             failures.append(f"{name}: shape {got.shape} != {reference.shape}")
             continue
         diff = float(np.max(np.abs(got - reference))) if reference.size else 0.0
+        scale = max(1.0, float(np.max(np.abs(reference)))) if reference.size else 1.0
         report[name] = diff
-        LOGGER.info("%s: %s max abs diff %.2e (tolerance %.0e)", label, name, diff, atol)
-        if not diff <= atol:
-            failures.append(f"{name}: max abs diff {diff:.3e} > {atol:.0e}")
+        LOGGER.info("%s: %s max abs diff %.2e (tolerance %.1e)", label, name, diff, atol * scale)
+        if not diff <= atol * scale:
+            failures.append(
+                f"{name}: max abs diff {diff:.3e} > {atol * scale:.1e} ({atol:.0e} x magnitude {scale:.1f})"
+            )
     if failures:
         raise ExportValidationError(f"{label} does not match PyTorch: " + "; ".join(failures))
     return report
@@ -115,9 +117,7 @@ def _compare(label: str, expected: dict[str, np.ndarray], actual: dict[str, np.n
 def export_encoder(model: VisionEncoderDecoderModel, dims: Dimensions, path: Path, atol: float) -> dict:
     graph = EncoderGraph(model).eval()
     height, width = dims.image_size
-    example = {
-        names.PIXEL_VALUES: torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
-    }
+    example = {names.PIXEL_VALUES: torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))}
     dynamic_axes = {
         names.PIXEL_VALUES: {0: "batch"},
         **{name: {0: "batch"} for name in names.ENCODER_OUTPUTS},
@@ -169,9 +169,7 @@ def validate_against_reference(
     with torch.no_grad():
         logits = model(pixel_values=pixel_values, decoder_input_ids=tokens).logits
     expected = torch.log_softmax(logits, dim=-1).numpy()
-    cross = GraphRunner(encoder_path).run(
-        {names.PIXEL_VALUES: pixel_values.numpy()}, [names.CROSS_KEY_VALUES]
-    )
+    cross = GraphRunner(encoder_path).run({names.PIXEL_VALUES: pixel_values.numpy()}, [names.CROSS_KEY_VALUES])
     decoder = GraphRunner(decoder_path)
     past = np.zeros(dims.cache_shape(2, 0), dtype=np.float32)
     got = []

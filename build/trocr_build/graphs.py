@@ -59,9 +59,7 @@ class DecoderStepGraph(nn.Module):
 
     def _position_embeddings(self, position_ids: torch.Tensor) -> torch.Tensor:
         if self.learned_positions:
-            return nn.functional.embedding(
-                position_ids + self.embed_positions.offset, self.embed_positions.weight
-            )
+            return nn.functional.embedding(position_ids + self.embed_positions.offset, self.embed_positions.weight)
         # Sinusoidal table: positions start after the padding index (fairseq's make_positions).
         table = self.embed_positions.weights.to(self.output_projection.weight.dtype)
         return nn.functional.embedding(position_ids + self.padding_idx + 1, table)

@@ -82,18 +82,14 @@ class ModelConfig:
                 seen.add(tensor.name)
         for key, value in self.parameters.items():
             if not isinstance(value, str):
-                raise ModelConfigError(
-                    f"{self.name}: parameter {key!r} must be a string, got {type(value).__name__}"
-                )
+                raise ModelConfigError(f"{self.name}: parameter {key!r} must be a string, got {type(value).__name__}")
 
     def to_protobuf(self) -> pb.ModelConfig:
         self.validate()
         config = pb.ModelConfig(name=self.name, backend=self.backend, max_batch_size=self.max_batch_size)
         for tensors, target in ((self.inputs, config.input), (self.outputs, config.output)):
             for tensor in tensors:
-                entry = target.add(
-                    name=tensor.name, data_type=DATA_TYPES[tensor.data_type], dims=list(tensor.dims)
-                )
+                entry = target.add(name=tensor.name, data_type=DATA_TYPES[tensor.data_type], dims=list(tensor.dims))
                 if tensor.optional:
                     entry.optional = True
                 if tensor.reshape is not None:

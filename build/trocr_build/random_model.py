@@ -35,9 +35,9 @@ LOGGER = logging.getLogger(__name__)
 
 RANDOM_PREFIX = "random:"
 # Bump when the generator changes, so cached models are made again.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "3"
 PIL_BILINEAR = 2
-ATTENTION_GAIN = 3.0
+ATTENTION_GAIN = 4.0
 POSITION_EMBEDDING_STD = 2.0
 
 
@@ -104,9 +104,7 @@ def random_model_dir(model: str, cache_dir: Path | None = None) -> Path:
     """Path of the Hugging Face directory of `random:<name>`, created on first use."""
     name = model.removeprefix(RANDOM_PREFIX)
     if name not in RANDOM_MODELS:
-        raise ValueError(
-            f"unknown random model {model!r}: choose one of random:{', random:'.join(RANDOM_MODELS)}"
-        )
+        raise ValueError(f"unknown random model {model!r}: choose one of random:{', random:'.join(RANDOM_MODELS)}")
     directory = (cache_dir or default_cache_dir()) / f"random-{name}-v{GENERATOR_VERSION}"
     if not (directory / "model.safetensors").exists():
         LOGGER.info("creating %s in %s", model, directory)
@@ -120,7 +118,10 @@ def _variance_preserving_init(model: torch.nn.Module, attention_gain: float) -> 
             fan_in = module.weight[0].numel()
             # Larger query/key weights make attention peaked: averaging over many random values would
             # otherwise wash out what the image (cross-attention) and the sequence (self-attention) say.
-            gain = attention_gain if name.endswith(("q_proj", "k_proj", "query", "key")) else 1.0
+            # Only in the decoder: in the 12-layer encoder peaked attention makes the output chaotic (fp32
+            # rounding alone moves it), and parity with the reference would then hinge on rounding.
+            in_decoder = name.startswith("decoder.")
+            gain = attention_gain if in_decoder and name.endswith(("q_proj", "k_proj")) else 1.0
             torch.nn.init.normal_(module.weight, std=gain / math.sqrt(fan_in))
             if module.bias is not None:
                 torch.nn.init.normal_(module.bias, std=0.02)

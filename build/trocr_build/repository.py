@@ -56,9 +56,7 @@ def load_model(model: str, cache_dir: Path | None = None):
     return hf_model, processor, source
 
 
-def pipeline_config(
-    model: VisionEncoderDecoderModel, processor, dims: Dimensions, source: str
-) -> PipelineConfig:
+def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimensions, source: str) -> PipelineConfig:
     image_processor = processor.image_processor
     generation = model.generation_config
     max_new_tokens = generation.max_new_tokens or (generation.max_length - 1)

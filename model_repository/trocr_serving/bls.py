@@ -24,9 +24,7 @@ def infer(model_name: str, inputs: dict[str, np.ndarray], output_names: list[str
 
 def error_response(message: str, code: str = "INVALID_ARG") -> pb_utils.InferenceResponse:
     """A per-request error with a real status (INVALID_ARG, INTERNAL, UNAVAILABLE, ...)."""
-    return pb_utils.InferenceResponse(
-        error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
-    )
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
 
 
 def model_parameters(model_config: dict) -> dict[str, str]:

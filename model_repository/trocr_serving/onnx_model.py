@@ -31,17 +31,14 @@ class OnnxGraphModel:
         self.runner = GraphRunner(path, int(parameters.get("intra_op_threads", "0")))
         declared = {tensor["name"] for tensor in config["input"]}
         if declared != set(self.runner.input_names):
-            raise ValueError(
-                f"{config['name']}: config inputs {declared} != graph inputs {self.runner.input_names}"
-            )
+            raise ValueError(f"{config['name']}: config inputs {declared} != graph inputs {self.runner.input_names}")
 
     def execute(self, requests: list) -> list:
         groups: dict[tuple, list[int]] = defaultdict(list)
         inputs = []
         for index, request in enumerate(requests):
             arrays = {
-                name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                for name in self.runner.input_names
+                name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.runner.input_names
             }
             inputs.append(arrays)
             groups[tuple(array.shape[1:] for array in arrays.values())].append(index)

@@ -25,8 +25,6 @@ class GraphRunner:
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.output_names = [node.name for node in self.session.get_outputs()]
 
-    def run(
-        self, inputs: dict[str, np.ndarray], output_names: list[str] | None = None
-    ) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         names = output_names or self.output_names
         return dict(zip(names, self.session.run(names, {name: inputs[name] for name in self.input_names})))

@@ -44,9 +44,7 @@ def decode_image(data: bytes) -> Image.Image:
         ) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         # PIL reports truncated or corrupt data as OSError ("image file is truncated") or SyntaxError.
-        raise InvalidImageError(
-            f"corrupt or truncated {image.format or ''} image: {exc}".replace("  ", " ")
-        ) from None
+        raise InvalidImageError(f"corrupt or truncated {image.format or ''} image: {exc}".replace("  ", " ")) from None
     if image.width < 1 or image.height < 1:
         raise InvalidImageError(f"image has no pixels ({image.width}x{image.height})")
     return image if image.mode == "RGB" else image.convert("RGB")

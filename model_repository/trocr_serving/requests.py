@@ -58,9 +58,7 @@ def parse_request(
     decoded = []
     for index, data in enumerate(encoded):
         if not isinstance(data, bytes | bytearray | np.bytes_):
-            raise InvalidRequestError(
-                f"image {index}: expected encoded image bytes, got {type(data).__name__}"
-            )
+            raise InvalidRequestError(f"image {index}: expected encoded image bytes, got {type(data).__name__}")
         try:
             decoded.append(decode_image(bytes(data)))
         except InvalidImageError as exc:

@@ -5,13 +5,17 @@ Decodes and preprocesses the images of every request in the batch, calls `encode
 bad image or parameter gets its own INVALID_ARG error; the others in the batch are served.
 """
 
+# First: puts the project environment on the path (see trocr_serving.launcher).
+import trocr_triton_site  # noqa: F401
+
+# isort: split
+
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-import trocr_triton_site  # noqa: F401  (first: the project environment, see trocr_serving.launcher)
 from trocr_client import protocol
 from trocr_serving import graph_names as names
 from trocr_serving.bls import error_response, infer
@@ -36,9 +40,7 @@ class TritonPythonModel:
         self.config = PipelineConfig.load(model_dir)
         self.detokenizer = Detokenizer(model_dir / TOKENIZER_FILE, self.config.clean_up_tokenization_spaces)
         parameters = json.loads(args["model_config"]).get("parameters", {})
-        self.encoder_max_batch_size = int(
-            parameters.get(ENCODER_MAX_BATCH_PARAMETER, {}).get("string_value", "8")
-        )
+        self.encoder_max_batch_size = int(parameters.get(ENCODER_MAX_BATCH_PARAMETER, {}).get("string_value", "8"))
 
     def execute(self, requests):
         responses = [None] * len(requests)

@@ -1,0 +1,62 @@
+"""`trocr-demo`: the main job end to end, offline.
+
+Builds the model repository (default `random:small`: random weights, so the text is meaningless), starts
+Triton on free loopback ports, transcribes the sample images over gRPC, prints the texts and stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from trocr_client.client import TrOCRClient
+from trocr_client.logs import configure_logging
+from trocr_serving.launcher import TritonServer
+
+from trocr_build.random_model import is_random_model, random_model_dir
+from trocr_build.repository import BUILD_INFO_FILE, SOURCE_REPOSITORY, build_repository
+
+LOGGER = logging.getLogger(__name__)
+SAMPLES = SOURCE_REPOSITORY.parent / "client" / "samples"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trocr-demo", description=__doc__)
+    p.add_argument("--model", default="random:small", help="as for trocr-build (default: %(default)s)")
+    p.add_argument("--repository", type=Path, default=SOURCE_REPOSITORY)
+    p.add_argument("--rebuild", action="store_true", help="rebuild even if the repository holds this model")
+    p.add_argument("images", nargs="*", type=Path, help=f"images to transcribe (default: {SAMPLES}/*)")
+    return p
+
+
+def ensure_repository(model: str, repository: Path, rebuild: bool) -> None:
+    info_path = repository / BUILD_INFO_FILE
+    source = str(random_model_dir(model)) if is_random_model(model) else model
+    if not rebuild and info_path.exists() and json.loads(info_path.read_text()).get("source") == source:
+        LOGGER.info("%s already holds %s (use --rebuild to export again)", repository, model)
+        return
+    build_repository(model, repository)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging()
+    ensure_repository(args.model, args.repository, args.rebuild)
+    images = args.images or sorted(p for p in SAMPLES.iterdir() if p.is_file())
+    with TritonServer(args.repository) as server, TrOCRClient(server.grpc_url) as client:
+        started = time.perf_counter()
+        results = client.transcribe(images)
+        elapsed_s = time.perf_counter() - started
+    print(f"\n{len(images)} images transcribed by {args.model} through Triton in {elapsed_s:.2f} s")
+    if args.model.startswith("random:"):
+        print("(random weights: the text is meaningless; use --model microsoft/trocr-small-handwritten for real text)")
+    for path, result in zip(images, results):
+        print(f"{path.name:24s} score {result.score:7.3f}  {result.text}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

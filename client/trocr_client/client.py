@@ -1,0 +1,100 @@
+"""A small client for the `trocr` model over gRPC (tritonclient)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from trocr_client import protocol
+from trocr_client.errors import ServerUnavailableError, from_triton
+from trocr_client.images import ImageLike, encode_image
+
+DEFAULT_URL = "127.0.0.1:8001"
+
+
+@dataclass(frozen=True)
+class Result:
+    text: str
+    score: float  # mean log-probability of the generated tokens: closer to 0 is more confident
+
+
+def build_inputs(
+    encoded: Sequence[bytes], max_new_tokens: int | None = None, num_beams: int | None = None
+) -> list[grpcclient.InferInput]:
+    """The request tensors: one row per image, shape [rows, 1]."""
+    rows = len(encoded)
+    images = grpcclient.InferInput(protocol.INPUT_IMAGE, [rows, 1], "BYTES")
+    images.set_data_from_numpy(np.array(list(encoded), dtype=object).reshape(rows, 1))
+    inputs = [images]
+    for name, value in ((protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens), (protocol.INPUT_NUM_BEAMS, num_beams)):
+        if value is not None:
+            tensor = grpcclient.InferInput(name, [rows, 1], "INT32")
+            tensor.set_data_from_numpy(np.full((rows, 1), value, dtype=np.int32))
+            inputs.append(tensor)
+    return inputs
+
+
+def parse_outputs(response) -> list[Result]:
+    texts = response.as_numpy(protocol.OUTPUT_TEXT).reshape(-1)
+    scores = response.as_numpy(protocol.OUTPUT_SCORE).reshape(-1)
+    return [Result(text.decode("utf-8", errors="replace"), float(score)) for text, score in zip(texts, scores)]
+
+
+class TrOCRClient:
+    def __init__(self, url: str = DEFAULT_URL, model_name: str = protocol.MODEL_NAME, timeout_s: float | None = 120.0):
+        self.url = url
+        self.model_name = model_name
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url)
+
+    def is_ready(self) -> bool:
+        try:
+            return self._client.is_model_ready(self.model_name)
+        except InferenceServerException:
+            return False
+
+    def transcribe(
+        self,
+        images: ImageLike | Iterable[ImageLike],
+        max_new_tokens: int | None = None,
+        num_beams: int | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Result]:
+        """Text and score for each image, in order. Raises a trocr_client.errors.TrOCRError on failure."""
+        if isinstance(images, str | bytes | bytearray | np.ndarray) or not isinstance(images, Iterable):
+            images = [images]
+        encoded = [encode_image(image) for image in images]
+        results: list[Result] = []
+        for start in range(0, len(encoded), protocol.MAX_IMAGES_PER_REQUEST):
+            chunk = encoded[start : start + protocol.MAX_IMAGES_PER_REQUEST]
+            try:
+                response = self._client.infer(
+                    self.model_name,
+                    build_inputs(chunk, max_new_tokens, num_beams),
+                    client_timeout=timeout_s if timeout_s is not None else self.timeout_s,
+                )
+            except InferenceServerException as exc:
+                raise from_triton(exc) from None
+            except OSError as exc:
+                raise ServerUnavailableError(str(exc)) from exc
+            results.extend(parse_outputs(response))
+        return results
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> TrOCRClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def transcribe(images: ImageLike | Iterable[ImageLike], url: str = DEFAULT_URL, **kwargs) -> list[Result]:
+    """One-shot helper: `transcribe(["line.png"]) -> [Result(text, score)]`."""
+    with TrOCRClient(url) as client:
+        return client.transcribe(images, **kwargs)

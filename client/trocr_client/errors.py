@@ -1,0 +1,52 @@
+"""Errors the client raises: one hierarchy, so callers can tell bad input from a retryable failure."""
+
+from __future__ import annotations
+
+
+class TrOCRError(Exception):
+    """Any failure of a transcription request. `status` is the gRPC status name when the server answered."""
+
+    retryable = False
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class InvalidInputError(TrOCRError):
+    """The request was refused as sent (bad image, bad parameter): do not retry it unchanged."""
+
+
+class ServerUnavailableError(TrOCRError):
+    """The server is down, starting, or overloaded: retry later, or elsewhere."""
+
+    retryable = True
+
+
+class DeadlineExceededError(TrOCRError):
+    """The request did not finish within its deadline."""
+
+    retryable = True
+
+
+class ServerError(TrOCRError):
+    """The server failed while serving a valid request."""
+
+
+_BY_STATUS = {
+    "INVALID_ARGUMENT": InvalidInputError,
+    "OUT_OF_RANGE": InvalidInputError,
+    "NOT_FOUND": InvalidInputError,
+    "UNAVAILABLE": ServerUnavailableError,
+    "RESOURCE_EXHAUSTED": ServerUnavailableError,
+    "DEADLINE_EXCEEDED": DeadlineExceededError,
+    "CANCELLED": DeadlineExceededError,
+}
+
+
+def from_triton(exc: Exception) -> TrOCRError:
+    """Map tritonclient's InferenceServerException (status like 'StatusCode.INVALID_ARGUMENT') to our errors."""
+    raw = exc.status() if hasattr(exc, "status") and callable(exc.status) else None
+    status = str(raw).removeprefix("StatusCode.") if raw else None
+    message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+    return _BY_STATUS.get(status or "", ServerError)(message, status)

@@ -1,0 +1,82 @@
+"""`trocr-serve`: run Triton Inference Server on a model repository until interrupted, streaming its log."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from trocr_client.logs import configure_logging
+
+from trocr_serving.launcher import DEFAULT_HOST, Ports, ServerError, TritonServer
+
+LOGGER = logging.getLogger(__name__)
+DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trocr-serve", description=__doc__)
+    p.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY, help="default: %(default)s")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: loopback only)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
+    p.add_argument("--startup-timeout-s", type=float, default=300.0)
+    return p
+
+
+def _stream(path: Path, position: int) -> int:
+    with open(path, "rb") as handle:
+        handle.seek(position)
+        chunk = handle.read()
+    if chunk:
+        sys.stdout.write(chunk.decode(errors="replace"))
+        sys.stdout.flush()
+    return position + len(chunk)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging()
+    server = TritonServer(
+        args.model_repository,
+        host=args.host,
+        ports=Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port),
+        log_verbose=args.log_verbose,
+    )
+    stopping = False
+
+    def request_stop(signum, _frame):
+        nonlocal stopping
+        LOGGER.info("received %s: stopping", signal.Signals(signum).name)
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        server.start(args.startup_timeout_s)
+    except ServerError as exc:
+        LOGGER.error("%s", exc)
+        server.close()
+        return 1
+    LOGGER.info("serving: gRPC %s, HTTP %s, metrics %s", server.grpc_url, server.http_url, server.metrics_url)
+    position = 0
+    try:
+        while not stopping and server.process.poll() is None:
+            position = _stream(server.log_path, position)
+            time.sleep(0.5)
+    finally:
+        exited = server.process.poll()
+        server.close()
+    if exited is not None:
+        LOGGER.error("tritonserver exited with code %s", exited)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
