@@ -6,9 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from trocr_client.logs import configure_logging
-
 from trocr_build.repository import SOURCE_REPOSITORY, ServingOptions, build_repository
+from trocr_client.logs import configure_logging
 
 
 def parser() -> argparse.ArgumentParser:

@@ -12,12 +12,11 @@ import logging
 import time
 from pathlib import Path
 
+from trocr_build.random_model import is_random_model, random_model_dir
+from trocr_build.repository import BUILD_INFO_FILE, SOURCE_REPOSITORY, build_repository
 from trocr_client.client import TrOCRClient
 from trocr_client.logs import configure_logging
 from trocr_serving.launcher import TritonServer
-
-from trocr_build.random_model import is_random_model, random_model_dir
-from trocr_build.repository import BUILD_INFO_FILE, SOURCE_REPOSITORY, build_repository
 
 LOGGER = logging.getLogger(__name__)
 SAMPLES = SOURCE_REPOSITORY.parent / "client" / "samples"

@@ -9,16 +9,17 @@ tolerance:
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import VisionEncoderDecoderModel
-from trocr_serving import graph_names as names
-from trocr_serving.onnx_runtime import GraphRunner
 
 from trocr_build.graphs import DecoderStepGraph, EncoderGraph
+from trocr_serving import graph_names as names
+from trocr_serving.onnx_runtime import GraphRunner
 
 LOGGER = logging.getLogger(__name__)
 OPSET = 17
@@ -80,6 +81,15 @@ def _decoder_example(dims: Dimensions, batch: int, past_len: int, seed: int) -> 
 
 def _export(module: torch.nn.Module, example: dict[str, torch.Tensor], output_names, dynamic_axes, path: Path):
     input_names = list(example)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but is the one that handles these graphs in torch 2.13;
+        # its tracer warns about shape checks inside the HF modules, which are constants for a given model.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        _torchscript_export(module, example, input_names, output_names, dynamic_axes, path)
+
+
+def _torchscript_export(module, example, input_names, output_names, dynamic_axes, path: Path) -> None:
     torch.onnx.export(
         module,
         tuple(example.values()),

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import torch
 from transformers import AutoProcessor, VisionEncoderDecoderModel
+
+from trocr_build.export import Dimensions, export_decoder, export_encoder, validate_against_reference
+from trocr_build.model_config import DynamicBatching, ModelConfig, Tensor
+from trocr_build.random_model import is_random_model, random_model_dir
 from trocr_client import protocol
 from trocr_serving import graph_names as names
 from trocr_serving.pipeline_config import (
@@ -20,10 +24,6 @@ from trocr_serving.pipeline_config import (
     ImageConfig,
     PipelineConfig,
 )
-
-from trocr_build.export import Dimensions, export_decoder, export_encoder, validate_against_reference
-from trocr_build.model_config import DynamicBatching, ModelConfig, Tensor
-from trocr_build.random_model import is_random_model, random_model_dir
 
 LOGGER = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
         outputs=(
             Tensor(protocol.OUTPUT_TEXT, "BYTES", (1,), reshape=scalar),
             Tensor(protocol.OUTPUT_SCORE, "FP32", (1,), reshape=scalar),
+            Tensor(protocol.OUTPUT_TOKEN_IDS, "INT32", (-1,)),
         ),
         instance_count=options.trocr_instances,
         dynamic_batching=DynamicBatching(max_queue_delay_us=options.trocr_queue_delay_us),

@@ -20,6 +20,7 @@ DEFAULT_URL = "127.0.0.1:8001"
 class Result:
     text: str
     score: float  # mean log-probability of the generated tokens: closer to 0 is more confident
+    token_ids: tuple[int, ...] = ()  # the generated ids, end-of-sequence included
 
 
 def build_inputs(
@@ -41,7 +42,15 @@ def build_inputs(
 def parse_outputs(response) -> list[Result]:
     texts = response.as_numpy(protocol.OUTPUT_TEXT).reshape(-1)
     scores = response.as_numpy(protocol.OUTPUT_SCORE).reshape(-1)
-    return [Result(text.decode("utf-8", errors="replace"), float(score)) for text, score in zip(texts, scores)]
+    token_ids = response.as_numpy(protocol.OUTPUT_TOKEN_IDS)
+    return [
+        Result(
+            text.decode("utf-8", errors="replace"),
+            float(score),
+            tuple(int(t) for t in ids if t != protocol.TOKEN_IDS_PADDING),
+        )
+        for text, score, ids in zip(texts, scores, token_ids)
+    ]
 
 
 class TrOCRClient:

@@ -16,6 +16,8 @@ INPUT_NUM_BEAMS = "num_beams"  # INT32, optional
 # Outputs (one value per batch row).
 OUTPUT_TEXT = "text"  # BYTES: UTF-8 text
 OUTPUT_SCORE = "score"  # FP32: mean log-probability of the generated tokens (end-of-sequence included)
+OUTPUT_TOKEN_IDS = "token_ids"  # INT32 [rows, longest]: generated ids (end-of-sequence included), -1 padded
+TOKEN_IDS_PADDING = -1
 
 # Limits the server enforces on every image; the client checks them before sending.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from trocr_client.logs import configure_logging
-
 from trocr_serving.launcher import DEFAULT_HOST, Ports, ServerError, TritonServer
 
 LOGGER = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from trocr_client.protocol import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, SUPPORTED_IMAGE_FORMATS
 
+from trocr_client.protocol import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, SUPPORTED_IMAGE_FORMATS
 from trocr_serving.pipeline_config import ImageConfig
 
 

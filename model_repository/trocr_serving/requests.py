@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from trocr_client import protocol
 
+from trocr_client import protocol
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import InvalidImageError, decode_image
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from trocr_client import protocol
 from trocr_serving import graph_names as names
 from trocr_serving.bls import error_response, infer
@@ -83,10 +84,15 @@ class TritonPythonModel:
             start += len(job.images)
             texts = np.array([self.detokenizer.decode(h.token_ids).encode() for h in rows], dtype=object)
             scores = np.array([h.score for h in rows], dtype=np.float32)
+            longest = max(len(h.token_ids) for h in rows)
+            token_ids = np.full((len(rows), longest), protocol.TOKEN_IDS_PADDING, dtype=np.int32)
+            for row, hypothesis in enumerate(rows):
+                token_ids[row, : len(hypothesis.token_ids)] = hypothesis.token_ids
             responses[index] = pb_utils.InferenceResponse(
                 output_tensors=[
                     pb_utils.Tensor(protocol.OUTPUT_TEXT, texts),
                     pb_utils.Tensor(protocol.OUTPUT_SCORE, scores),
+                    pb_utils.Tensor(protocol.OUTPUT_TOKEN_IDS, token_ids),
                 ]
             )
 

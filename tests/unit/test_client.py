@@ -1,0 +1,67 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from tests.images import text_line
+from trocr_client.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ServerError,
+    ServerUnavailableError,
+    from_triton,
+)
+from trocr_client.images import encode_image
+
+
+def decoded(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def test_path_bytes_are_sent_unchanged(tmp_path):
+    data = text_line("x", fmt="JPEG")
+    path = tmp_path / "x.jpg"
+    path.write_bytes(data)
+    assert encode_image(path) == data and encode_image(str(path)) == data and encode_image(data) == data
+
+
+def test_pil_image_is_encoded_losslessly():
+    image = Image.new("RGB", (5, 4), (1, 2, 3))
+    assert decoded(encode_image(image)).getpixel((0, 0)) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (4, 5, 1), (4, 5, 3), (4, 5, 4)])
+def test_numpy_arrays(shape):
+    assert decoded(encode_image(np.zeros(shape, dtype=np.uint8))).size == (5, 4)
+
+
+def test_numpy_float_array_is_refused():
+    with pytest.raises(InvalidInputError, match="must be uint8"):
+        encode_image(np.zeros((4, 5), dtype=np.float32))
+
+
+def test_empty_bytes_are_refused():
+    with pytest.raises(InvalidInputError, match="empty image"):
+        encode_image(b"")
+
+
+def test_unknown_type_is_refused():
+    with pytest.raises(InvalidInputError, match="cannot send a int"):
+        encode_image(3)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "retryable"),
+    [
+        ("StatusCode.INVALID_ARGUMENT", InvalidInputError, False),
+        ("StatusCode.UNAVAILABLE", ServerUnavailableError, True),
+        ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceededError, True),
+        ("StatusCode.INTERNAL", ServerError, False),
+    ],
+)
+def test_statuses_map_to_errors(status, error, retryable):
+    mapped = from_triton(InferenceServerException("boom", status=status))
+    assert type(mapped) is error and mapped.retryable is retryable
+    assert mapped.status == status.removeprefix("StatusCode.") and "boom" in str(mapped)

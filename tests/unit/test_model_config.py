@@ -1,0 +1,118 @@
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from trocr_build.export import Dimensions
+from trocr_build.model_config import DynamicBatching, ModelConfig, ModelConfigError, Tensor
+from trocr_build.repository import ServingOptions, model_configs
+
+
+def config(**overrides) -> ModelConfig:
+    fields = {
+        "name": "m",
+        "max_batch_size": 8,
+        "inputs": (Tensor("x", "FP32", (3, -1)),),
+        "outputs": (Tensor("y", "INT64", (1,)),),
+    }
+    return ModelConfig(**{**fields, **overrides})
+
+
+def parsed(model: ModelConfig) -> pb.ModelConfig:
+    return text_format.Parse(model.to_pbtxt(), pb.ModelConfig())
+
+
+def test_name_and_backend():
+    message = parsed(config())
+    assert (message.name, message.backend) == ("m", "python")
+
+
+def test_max_batch_size():
+    assert parsed(config(max_batch_size=32)).max_batch_size == 32
+
+
+def test_input_data_type_and_dims():
+    (tensor,) = parsed(config()).input
+    assert (tensor.name, tensor.data_type, list(tensor.dims)) == ("x", pb.TYPE_FP32, [3, -1])
+
+
+def test_bytes_maps_to_type_string():
+    message = parsed(config(outputs=(Tensor("text", "BYTES", (1,)),)))
+    assert message.output[0].data_type == pb.TYPE_STRING
+
+
+def test_optional_input():
+    message = parsed(config(inputs=(Tensor("x", "FP32", (1,)), Tensor("o", "INT32", (1,), optional=True))))
+    assert [t.optional for t in message.input] == [False, True]
+
+
+def test_reshape_to_scalar():
+    message = parsed(config(inputs=(Tensor("x", "BYTES", (1,), reshape=()),)))
+    assert message.input[0].HasField("reshape") and list(message.input[0].reshape.shape) == []
+
+
+def test_dynamic_batching_queue_delay():
+    message = parsed(config(dynamic_batching=DynamicBatching(max_queue_delay_us=500)))
+    assert message.dynamic_batching.max_queue_delay_microseconds == 500
+
+
+def test_no_dynamic_batching_by_default():
+    assert not parsed(config()).HasField("dynamic_batching")
+
+
+def test_instance_count_on_cpu():
+    (group,) = parsed(config(instance_count=3)).instance_group
+    assert (group.count, group.kind) == (3, pb.ModelInstanceGroup.KIND_CPU)
+
+
+def test_decoupled_policy():
+    assert parsed(config(decoupled=True)).model_transaction_policy.decoupled
+
+
+def test_parameters():
+    assert parsed(config(parameters={"onnx_file": "a.onnx"})).parameters["onnx_file"].string_value == "a.onnx"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": ""}, "model name is empty"),
+        ({"max_batch_size": -1}, "max_batch_size must be >= 0"),
+        ({"instance_count": 0}, "instance_count must be >= 1"),
+        ({"max_batch_size": 0, "dynamic_batching": DynamicBatching()}, "needs max_batch_size > 0"),
+        ({"dynamic_batching": DynamicBatching(preferred_batch_sizes=(16,))}, "preferred_batch_sizes"),
+        ({"inputs": (Tensor("x", "FP128", (1,)),)}, r"m.input.x: data_type 'FP128'"),
+        ({"inputs": (Tensor("x", "FP32", ()),)}, r"m.input.x: dims \(\) must be non-empty"),
+        ({"inputs": (Tensor("x", "FP32", (0,)),)}, "must be non-empty, positive or -1"),
+        ({"outputs": (Tensor("x", "FP32", (1,)),)}, "tensor name 'x' is used twice"),
+        ({"outputs": ()}, "at least one input and one output"),
+        ({"parameters": {"threads": 2}}, "parameter 'threads' must be a string"),
+    ],
+)
+def test_invalid_fields_are_named(overrides, message):
+    with pytest.raises(ModelConfigError, match=message):
+        config(**overrides).to_pbtxt()
+
+
+def test_repository_configs_match_the_graph_dimensions():
+    dims = Dimensions(
+        image_size=(384, 384),
+        encoder_seq_len=578,
+        num_layers=6,
+        num_heads=8,
+        head_dim=32,
+        vocab_size=64044,
+        max_positions=512,
+    )
+    encoder, decoder, trocr = (parsed(c) for c in model_configs(dims, ServingOptions()))
+    assert list(encoder.input[0].dims) == [3, 384, 384]
+    assert list(encoder.output[1].dims) == [6, 2, 8, 578, 32]
+    assert [t.name for t in decoder.input] == [
+        "input_ids",
+        "position_ids",
+        "attention_mask",
+        "past_key_values",
+        "cross_key_values",
+    ]
+    assert list(decoder.output[0].dims) == [64044]
+    assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams"]
+    assert [t.name for t in trocr.output] == ["text", "score", "token_ids"]

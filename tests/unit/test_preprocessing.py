@@ -1,0 +1,87 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import ViTImageProcessor
+
+from tests.images import NOT_AN_IMAGE, sample_paths, text_line, truncated_png
+from trocr_client.protocol import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from trocr_serving.pipeline_config import ImageConfig
+from trocr_serving.preprocessing import InvalidImageError, decode_image, preprocess
+
+CONFIG = ImageConfig(
+    height=384, width=384, resample=2, rescale_factor=1 / 255, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)
+)
+
+
+def hf_processor() -> ViTImageProcessor:
+    return ViTImageProcessor(
+        size={"height": 384, "width": 384},
+        resample=2,
+        rescale_factor=1 / 255,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
+
+
+@pytest.mark.parametrize("path", sample_paths(), ids=lambda p: p.name)
+def test_preprocess_matches_the_models_image_processor(path):
+    image = decode_image(path.read_bytes())
+    expected = hf_processor()(images=[image], return_tensors="np").pixel_values
+    got = preprocess([image], CONFIG)
+    assert got.shape == expected.shape == (1, 3, 384, 384)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "RGB", "CMYK"])
+def test_every_mode_becomes_rgb(mode):
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    image = decode_image(text_line("mode", mode=mode, fmt=fmt))
+    assert image.mode == "RGB"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP", "WEBP"])
+def test_supported_formats_decode(fmt):
+    assert decode_image(text_line(fmt, fmt=fmt)).size == (320, 48)
+
+
+def test_batch_rows_are_independent():
+    a, b = decode_image(text_line("first")), decode_image(text_line("second"))
+    batch = preprocess([a, b], CONFIG)
+    np.testing.assert_array_equal(batch[1], preprocess([b], CONFIG)[0])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty image"),
+        (NOT_AN_IMAGE, "not a decodable image"),
+        (truncated_png(), "truncated"),
+    ],
+    ids=["empty", "not-an-image", "truncated"],
+)
+def test_bad_images_name_the_problem(data, message):
+    with pytest.raises(InvalidImageError, match=message):
+        decode_image(data)
+
+
+def test_oversized_bytes_are_refused_before_decoding():
+    with pytest.raises(InvalidImageError, match="exceeds the limit"):
+        decode_image(b"\x89PNG" + b"\0" * MAX_IMAGE_BYTES)
+
+
+def test_too_many_pixels_is_refused():
+    side = int(MAX_IMAGE_PIXELS**0.5) + 10
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 255).save(buffer, format="PNG")
+    with pytest.raises(InvalidImageError, match="pixels exceeds the limit"):
+        decode_image(buffer.getvalue())
+
+
+def test_unsupported_format_is_refused():
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buffer, format="GIF")
+    with pytest.raises(InvalidImageError, match="supported formats are PNG"):
+        decode_image(buffer.getvalue())
