@@ -20,22 +20,32 @@ class ReferenceOutput:
         return sum(self.token_log_probs) / len(self.token_log_probs)
 
 
-def reference_generate(model, processor, images: list[bytes], max_new_tokens: int) -> list[ReferenceOutput]:
+def pixel_values_of(processor, images: list[bytes]) -> torch.Tensor:
     pil = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
-    pixel_values = processor(images=pil, return_tensors="pt").pixel_values
+    return processor(images=pil, return_tensors="pt").pixel_values
+
+
+def reference_generate(
+    model, processor, images: list[bytes], max_new_tokens: int, num_beams: int = 1, **generate_kwargs
+) -> list[ReferenceOutput]:
+    """HF generate(); the score of a beam-search output is its raw log-probability sum / length."""
     with torch.no_grad():
         out = model.generate(
-            pixel_values,
+            pixel_values_of(processor, images),
             max_new_tokens=max_new_tokens,
-            num_beams=1,
+            num_beams=num_beams,
             do_sample=False,
             output_scores=True,
             return_dict_in_generate=True,
+            **generate_kwargs,
         )
-        log_probs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        if num_beams == 1:
+            log_probs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).tolist()
+        else:
+            log_probs = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices).tolist()
     eos = model.generation_config.eos_token_id
     results = []
-    for sequence, row_log_probs in zip(out.sequences[:, 1:].tolist(), log_probs.tolist()):
+    for sequence, row_log_probs in zip(out.sequences[:, 1:].tolist(), log_probs):
         length = sequence.index(eos) + 1 if eos in sequence else len(sequence)
         ids = sequence[:length]
         results.append(

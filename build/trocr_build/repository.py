@@ -84,6 +84,10 @@ def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimension
             eos_token_id=int(generation.eos_token_id),
             pad_token_id=int(generation.pad_token_id),
             max_new_tokens=int(min(max_new_tokens, dims.max_positions - 1)),
+            num_beams=int(generation.num_beams or 1),
+            length_penalty=float(generation.length_penalty if generation.length_penalty is not None else 1.0),
+            early_stopping=generation.early_stopping if generation.early_stopping is not None else False,
+            no_repeat_ngram_size=int(generation.no_repeat_ngram_size or 0),
         ),
         clean_up_tokenization_spaces=bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
     )

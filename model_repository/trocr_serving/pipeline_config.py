@@ -35,10 +35,16 @@ class DecoderShape:
 
 @dataclass(frozen=True)
 class GenerationDefaults:
+    """From the model's generation config: a request without parameters gets what `generate()` returns."""
+
     decoder_start_token_id: int
     eos_token_id: int
     pad_token_id: int
     max_new_tokens: int
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False  # True, False or "never", as in transformers
+    no_repeat_ngram_size: int = 0
 
 
 @dataclass(frozen=True)

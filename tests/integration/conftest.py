@@ -1,4 +1,4 @@
-"""Fixtures that build repositories and run the real Triton server as a subprocess.
+"""Fixtures that run the real Triton server as a subprocess on repositories the tests built.
 
 The model is built before the server starts, so server start-up timeouts never include the export.
 `TritonServer` picks free loopback ports (retrying on a clash), polls readiness while watching for the
@@ -8,12 +8,10 @@ process dying, and stops with SIGTERM then SIGKILL. A failing test prints the en
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from transformers import AutoProcessor, VisionEncoderDecoderModel
 
-from trocr_build.repository import build_repository
+from tests.conftest import Built
 from trocr_client import TrOCRClient
 from trocr_serving.launcher import TritonServer
 
@@ -21,37 +19,37 @@ from trocr_serving.launcher import TritonServer
 @dataclass
 class Served:
     server: TritonServer
-    model: VisionEncoderDecoderModel
-    processor: object
-    repository: Path
+    built: Built
+
+    @property
+    def model(self):
+        return self.built.model
+
+    @property
+    def processor(self):
+        return self.built.processor
 
     def client(self) -> TrOCRClient:
         return TrOCRClient(self.server.grpc_url, timeout_s=300)
 
 
-def _serve(model_name: str, tmp_path_factory) -> Served:
-    cache = tmp_path_factory.getbasetemp() / "models"
-    repository = tmp_path_factory.mktemp(model_name.replace(":", "-"))
-    info = build_repository(model_name, repository, cache_dir=cache)
-    model = VisionEncoderDecoderModel.from_pretrained(info["source"]).eval()
-    processor = AutoProcessor.from_pretrained(info["source"])
-    server = TritonServer(repository, log_file=repository / "tritonserver.log")
+def _serve(built: Built):
+    server = TritonServer(built.repository, log_file=built.repository / "tritonserver.log")
     server.start(timeout_s=180)
-    return Served(server, model, processor, repository)
+    try:
+        yield Served(server, built)
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    served = _serve("random:tiny", tmp_path_factory)
-    yield served
-    served.server.close()
+def tiny(built_tiny):
+    yield from _serve(built_tiny)
 
 
 @pytest.fixture(scope="session")
-def small(tmp_path_factory):
-    served = _serve("random:small", tmp_path_factory)
-    yield served
-    served.server.close()
+def small(built_small):
+    yield from _serve(built_small)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -1,0 +1,36 @@
+"""Models the tests build themselves: random weights, no network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from transformers import AutoProcessor, VisionEncoderDecoderModel
+
+from trocr_build.repository import build_repository
+
+
+@dataclass
+class Built:
+    repository: Path
+    model: VisionEncoderDecoderModel
+    processor: object
+
+
+def _build(model_name: str, tmp_path_factory) -> Built:
+    cache = tmp_path_factory.getbasetemp() / "models"
+    repository = tmp_path_factory.mktemp(model_name.replace(":", "-"))
+    info = build_repository(model_name, repository, cache_dir=cache)
+    model = VisionEncoderDecoderModel.from_pretrained(info["source"]).eval()
+    return Built(repository, model, AutoProcessor.from_pretrained(info["source"], use_fast=False))
+
+
+@pytest.fixture(scope="session")
+def built_tiny(tmp_path_factory) -> Built:
+    return _build("random:tiny", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def built_small(tmp_path_factory) -> Built:
+    return _build("random:small", tmp_path_factory)
