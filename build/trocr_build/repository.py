@@ -17,6 +17,7 @@ from trocr_build.model_config import DynamicBatching, ModelConfig, Tensor
 from trocr_build.random_model import is_random_model, random_model_dir
 from trocr_client import protocol
 from trocr_serving import graph_names as names
+from trocr_serving import scheduler_protocol as sp
 from trocr_serving.pipeline_config import (
     TOKENIZER_FILE,
     DecoderShape,
@@ -29,7 +30,7 @@ LOGGER = logging.getLogger(__name__)
 
 # The committed model code (model.py of each model) lives next to this package in the source tree.
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
-MODEL_NAMES = ("encoder", "decoder", protocol.MODEL_NAME)
+MODEL_NAMES = ("encoder", "decoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 BUILD_INFO_FILE = "build_info.json"
 
 
@@ -42,8 +43,12 @@ class ServingOptions:
     decoder_max_batch_size: int = 64
     decoder_queue_delay_us: int = 500
     trocr_max_batch_size: int = protocol.MAX_IMAGES_PER_REQUEST
-    trocr_queue_delay_us: int = 2000
-    trocr_instances: int = 2
+    # Front instances: each serves one request at a time, so this bounds the requests in flight at once
+    # (more wait in Triton's queue, visible as nv_inference_queue_duration_us).
+    trocr_instances: int = 16
+    max_active_sequences: int = 64  # decoder rows in the running batch (beam search takes num_beams rows)
+    max_queued_sequences: int = 256  # rows waiting for a free row; beyond, requests get UNAVAILABLE
+    max_cache_bytes: int = 2 * 1024**3  # caps max_active_sequences by cross-attention + self-attention cache
     intra_op_threads: int = 0  # 0: one per core
 
 
@@ -126,6 +131,26 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
         dynamic_batching=DynamicBatching(max_queue_delay_us=options.decoder_queue_delay_us),
         parameters={"onnx_file": names.DECODER_ONNX, **threads},
     )
+    scheduler = ModelConfig(
+        name=sp.MODEL_NAME,
+        max_batch_size=0,
+        inputs=(
+            Tensor(names.PIXEL_VALUES, "FP32", (-1, 3, height, width)),
+            Tensor(sp.MAX_NEW_TOKENS, "INT32", (-1,)),
+            Tensor(sp.NUM_BEAMS, "INT32", (-1,)),
+            Tensor(sp.IGNORE_EOS, "BOOL", (-1,)),
+        ),
+        outputs=(Tensor(sp.TOKEN_IDS, "INT32", (-1, -1)), Tensor(sp.SCORE, "FP32", (-1,))),
+        decoupled=True,
+        parameters={
+            "decoder_onnx": f"decoder/1/{names.DECODER_ONNX}",
+            "encoder_max_batch_size": str(options.encoder_max_batch_size),
+            "max_active_sequences": str(options.max_active_sequences),
+            "max_queued_sequences": str(options.max_queued_sequences),
+            "max_cache_bytes": str(options.max_cache_bytes),
+            **threads,
+        },
+    )
     scalar = ()
     trocr = ModelConfig(
         name=protocol.MODEL_NAME,
@@ -134,6 +159,7 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
             Tensor(protocol.INPUT_IMAGE, "BYTES", (1,), reshape=scalar),
             Tensor(protocol.INPUT_MAX_NEW_TOKENS, "INT32", (1,), optional=True, reshape=scalar),
             Tensor(protocol.INPUT_NUM_BEAMS, "INT32", (1,), optional=True, reshape=scalar),
+            Tensor(protocol.INPUT_IGNORE_EOS, "BOOL", (1,), optional=True, reshape=scalar),
         ),
         outputs=(
             Tensor(protocol.OUTPUT_TEXT, "BYTES", (1,), reshape=scalar),
@@ -141,10 +167,8 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
             Tensor(protocol.OUTPUT_TOKEN_IDS, "INT32", (-1,)),
         ),
         instance_count=options.trocr_instances,
-        dynamic_batching=DynamicBatching(max_queue_delay_us=options.trocr_queue_delay_us),
-        parameters={"encoder_max_batch_size": str(options.encoder_max_batch_size)},
     )
-    return [encoder, decoder, trocr]
+    return [encoder, decoder, scheduler, trocr]
 
 
 def _copy_model_code(output: Path) -> None:
@@ -181,7 +205,9 @@ def build_repository(
     for config in model_configs(dims, options):
         (output / config.name / "config.pbtxt").write_text(config.to_pbtxt())
     trocr_dir = output / protocol.MODEL_NAME / "1"
-    pipeline_config(hf_model, processor, dims, source).save(trocr_dir)
+    pipeline = pipeline_config(hf_model, processor, dims, source)
+    for model_name in (protocol.MODEL_NAME, sp.MODEL_NAME):
+        pipeline.save(output / model_name / "1")
     processor.tokenizer.backend_tokenizer.save(str(trocr_dir / TOKENIZER_FILE))
     info = {
         "model": model,

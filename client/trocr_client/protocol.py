@@ -12,6 +12,7 @@ MODEL_NAME = "trocr"
 INPUT_IMAGE = "image"  # BYTES: one encoded image (PNG, JPEG, TIFF, BMP, WebP)
 INPUT_MAX_NEW_TOKENS = "max_new_tokens"  # INT32, optional
 INPUT_NUM_BEAMS = "num_beams"  # INT32, optional
+INPUT_IGNORE_EOS = "ignore_eos"  # BOOL, optional; benchmarks only: generate exactly max_new_tokens
 
 # Outputs (one value per batch row).
 OUTPUT_TEXT = "text"  # BYTES: UTF-8 text
@@ -23,5 +24,6 @@ TOKEN_IDS_PADDING = -1
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000  # width x height; larger is refused before decoding (decompression bombs)
 MAX_IMAGES_PER_REQUEST = 64
+MAX_NUM_BEAMS = 16
 
 SUPPORTED_IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")

@@ -7,19 +7,46 @@ import triton_python_backend_utils as pb_utils
 
 
 class ModelCallError(RuntimeError):
-    """A BLS call that failed; the message carries the called model's error."""
+    """A BLS call that failed: the called model's message and status code, to pass on to the caller."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+    def response(self) -> pb_utils.InferenceResponse:
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(self), self.code))
 
 
-def infer(model_name: str, inputs: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-    request = pb_utils.InferenceRequest(
+def _request(model_name: str, inputs: dict[str, np.ndarray], output_names: list[str], timeout_us: int = 0):
+    return pb_utils.InferenceRequest(
         model_name=model_name,
         inputs=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in inputs.items()],
         requested_output_names=output_names,
+        timeout=timeout_us,
     )
-    response = request.exec()
+
+
+def _outputs(response, output_names: list[str]) -> dict[str, np.ndarray]:
     if response.has_error():
-        raise ModelCallError(f"{model_name}: {response.error().message()}")
+        raise ModelCallError(response.error().message(), response.error().code())
     return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names}
+
+
+def infer(model_name: str, inputs: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
+    return _outputs(_request(model_name, inputs, output_names).exec(), output_names)
+
+
+def infer_decoupled(
+    model_name: str, inputs: dict[str, np.ndarray], output_names: list[str], timeout_us: int = 0
+) -> dict[str, np.ndarray]:
+    """Call a decoupled model that answers with one response carrying the outputs."""
+    outputs = None
+    for response in _request(model_name, inputs, output_names, timeout_us).exec(decoupled=True):
+        if response.has_error() or response.output_tensors():
+            outputs = _outputs(response, output_names)
+    if outputs is None:
+        raise ModelCallError(f"{model_name} sent no outputs", pb_utils.TritonError.INTERNAL)
+    return outputs
 
 
 def error_response(message: str, code: str = "INVALID_ARG") -> pb_utils.InferenceResponse:

@@ -16,6 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from trocr_serving.bls import error_response, model_parameters
+from trocr_serving.metrics import BatchSizeMetric
 from trocr_serving.onnx_runtime import GraphRunner
 
 LOGGER = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class OnnxGraphModel:
         if not path.exists():
             raise FileNotFoundError(f"{config['name']}: {path} is missing; run trocr-build")
         self.runner = GraphRunner(path, int(parameters.get("intra_op_threads", "0")))
+        self.batch_size_metric = BatchSizeMetric(config["name"])
         declared = {tensor["name"] for tensor in config["input"]}
         if declared != set(self.runner.input_names):
             raise ValueError(f"{config['name']}: config inputs {declared} != graph inputs {self.runner.input_names}")
@@ -56,6 +58,7 @@ class OnnxGraphModel:
         batch = {name: np.concatenate([inputs[i][name] for i in members]) for name in self.runner.input_names}
         wanted = sorted({name for i in members for name in requests[i].requested_output_names()})
         outputs = self.runner.run(batch, wanted or None)
+        self.batch_size_metric.observe(len(batch[self.runner.input_names[0]]))
         start = 0
         for index in members:
             rows = len(inputs[index][self.runner.input_names[0]])

@@ -18,19 +18,25 @@ class InvalidRequestError(ValueError):
 
 @dataclass
 class Job:
-    """The images of one request and their decoding limits."""
+    """The images of one request and their decoding parameters (one value per image)."""
 
     images: list[Image.Image]
-    max_new_tokens: np.ndarray  # one per image
+    max_new_tokens: np.ndarray
+    num_beams: np.ndarray
+    ignore_eos: np.ndarray
 
 
-def _per_row(name: str, values: np.ndarray | None, rows: int) -> np.ndarray | None:
+def _per_row(name: str, values: np.ndarray | None, rows: int, default, low: int, high: int) -> np.ndarray:
+    """One value per image: the default when absent, else checked against low..high."""
     if values is None:
-        return None
+        return np.full(rows, default)
     values = np.asarray(values).reshape(-1)
     if values.size != rows:
         raise InvalidRequestError(f"{name} has {values.size} values for {rows} images: send one per image")
-    return values.astype(np.int64)
+    bad = (values < low) | (values > high)
+    if np.any(bad):
+        raise InvalidRequestError(f"{name}={values[bad][0]} is out of range: use {low}..{high}")
+    return values
 
 
 def parse_request(
@@ -38,23 +44,17 @@ def parse_request(
     max_new_tokens: np.ndarray | None,
     num_beams: np.ndarray | None,
     config: PipelineConfig,
+    ignore_eos: np.ndarray | None = None,
 ) -> Job:
     encoded = np.asarray(images, dtype=object).reshape(-1)
     if encoded.size == 0:
         raise InvalidRequestError(f"{protocol.INPUT_IMAGE} is empty: send at least one image")
-    beams = _per_row(protocol.INPUT_NUM_BEAMS, num_beams, encoded.size)
-    if beams is not None and np.any(beams != 1):
-        raise InvalidRequestError(
-            f"{protocol.INPUT_NUM_BEAMS}={int(beams[beams != 1][0])} is not supported yet: "
-            "only greedy decoding (num_beams=1) is available"
-        )
-    limit = config.max_new_tokens_limit
-    tokens = _per_row(protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens, encoded.size)
-    if tokens is None:
-        tokens = np.full(encoded.size, config.generation.max_new_tokens, dtype=np.int64)
-    elif np.any((tokens < 1) | (tokens > limit)):
-        bad = int(tokens[(tokens < 1) | (tokens > limit)][0])
-        raise InvalidRequestError(f"{protocol.INPUT_MAX_NEW_TOKENS}={bad} is out of range: use 1..{limit}")
+    rows, defaults = encoded.size, config.generation
+    tokens = _per_row(
+        protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens, rows, defaults.max_new_tokens, 1, config.max_new_tokens_limit
+    )
+    beams = _per_row(protocol.INPUT_NUM_BEAMS, num_beams, rows, defaults.num_beams, 1, protocol.MAX_NUM_BEAMS)
+    ignore = _per_row(protocol.INPUT_IGNORE_EOS, ignore_eos, rows, False, 0, 1).astype(bool)
     decoded = []
     for index, data in enumerate(encoded):
         if not isinstance(data, bytes | bytearray | np.bytes_):
@@ -63,4 +63,4 @@ def parse_request(
             decoded.append(decode_image(bytes(data)))
         except InvalidImageError as exc:
             raise InvalidRequestError(f"image {index}: {exc}") from None
-    return Job(images=decoded, max_new_tokens=tokens)
+    return Job(images=decoded, max_new_tokens=tokens, num_beams=beams, ignore_eos=ignore)

@@ -60,9 +60,9 @@ def test_bad_neighbours_do_not_fail_good_requests(tiny):
     assert {f.status() for f in failures} == {"StatusCode.INVALID_ARGUMENT"}
 
 
-def test_beam_search_not_yet_available(tiny):
-    with pytest.raises(InferenceServerException, match="num_beams=3 is not supported yet"):
-        raw_infer(tiny, [text_line("beam")], num_beams=3)
+def test_num_beams_out_of_range(tiny):
+    with pytest.raises(InferenceServerException, match="num_beams=17 is out of range"):
+        raw_infer(tiny, [text_line("beam")], num_beams=17)
 
 
 def test_max_new_tokens_out_of_range(tiny):

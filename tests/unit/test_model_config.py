@@ -103,7 +103,7 @@ def test_repository_configs_match_the_graph_dimensions():
         vocab_size=64044,
         max_positions=512,
     )
-    encoder, decoder, trocr = (parsed(c) for c in model_configs(dims, ServingOptions()))
+    encoder, decoder, scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions()))
     assert list(encoder.input[0].dims) == [3, 384, 384]
     assert list(encoder.output[1].dims) == [6, 2, 8, 578, 32]
     assert [t.name for t in decoder.input] == [
@@ -114,5 +114,6 @@ def test_repository_configs_match_the_graph_dimensions():
         "cross_key_values",
     ]
     assert list(decoder.output[0].dims) == [64044]
-    assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams"]
+    assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
+    assert scheduler.model_transaction_policy.decoupled and list(scheduler.input[0].dims) == [-1, 3, 384, 384]
     assert [t.name for t in trocr.output] == ["text", "score", "token_ids"]

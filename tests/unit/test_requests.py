@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -22,11 +24,22 @@ def test_defaults_apply_when_parameters_are_absent():
     job = parse_request(images(text_line("a"), text_line("b")), None, None, CONFIG)
     assert len(job.images) == 2
     assert job.max_new_tokens.tolist() == [20, 20]
+    assert job.num_beams.tolist() == [1, 1]
+    assert job.ignore_eos.tolist() == [False, False]
 
 
-def test_per_row_max_new_tokens():
-    job = parse_request(images(text_line("a"), text_line("b")), np.array([3, 32]), np.array([1, 1]), CONFIG)
+def test_default_num_beams_comes_from_the_generation_config():
+    config = dataclasses.replace(CONFIG, generation=dataclasses.replace(CONFIG.generation, num_beams=4))
+    assert parse_request(images(text_line("a")), None, None, config).num_beams.tolist() == [4]
+
+
+def test_per_row_parameters():
+    job = parse_request(
+        images(text_line("a"), text_line("b")), np.array([3, 32]), np.array([1, 5]), CONFIG, np.array([True, False])
+    )
     assert job.max_new_tokens.tolist() == [3, 32]
+    assert job.num_beams.tolist() == [1, 5]
+    assert job.ignore_eos.tolist() == [True, False]
 
 
 @pytest.mark.parametrize("value", [0, -1, 33])
@@ -35,9 +48,10 @@ def test_max_new_tokens_out_of_range(value):
         parse_request(images(text_line("a")), np.array([value]), None, CONFIG)
 
 
-def test_beam_search_is_refused_clearly():
-    with pytest.raises(InvalidRequestError, match="num_beams=4 is not supported yet"):
-        parse_request(images(text_line("a")), None, np.array([4]), CONFIG)
+@pytest.mark.parametrize("value", [0, 17])
+def test_num_beams_out_of_range(value):
+    with pytest.raises(InvalidRequestError, match=rf"num_beams={value} is out of range: use 1..16"):
+        parse_request(images(text_line("a")), None, np.array([value]), CONFIG)
 
 
 def test_parameter_count_must_match_images():

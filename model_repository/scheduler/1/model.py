@@ -1,0 +1,149 @@
+"""Triton model `scheduler`: continuous batching of decoder steps across all requests (decoupled, async).
+
+One instance holds every in-flight sequence. A request (preprocessed pixel values and per-image decoding
+parameters, sent by the `trocr` front instances over BLS) is encoded by `encoder` (Triton batches those
+calls), then its images join the running batch at the next step; each request is answered as soon as its
+own images finish. The decoder runs in this process on its own graph, so the caches never leave it.
+"""
+
+# First: puts the project environment on the path (see trocr_serving.launcher).
+import trocr_triton_site  # noqa: F401
+
+# isort: split
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from trocr_client import protocol
+from trocr_serving import graph_names as names
+from trocr_serving import scheduler_protocol as sp
+from trocr_serving.batcher import ContinuousBatcher, QueueFullError
+from trocr_serving.bls import model_parameters
+from trocr_serving.decode_loop import DeadlineExceededError, DecodeLoop, RequestCancelledError, Ticket
+from trocr_serving.metrics import SchedulerMetrics
+from trocr_serving.onnx_runtime import GraphRunner
+from trocr_serving.pipeline_config import PipelineConfig
+
+LOGGER = logging.getLogger(__name__)
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonMetrics:
+    def __init__(self, model_name: str):
+        self.m = SchedulerMetrics(model_name)
+
+    def step(self, rows):
+        self.m.decoder_batch_size.observe(rows)
+
+    def admitted(self, wait_s):
+        self.m.queue_wait_seconds.observe(wait_s)
+
+    def tokens(self, count):
+        self.m.tokens_generated.increment(count)
+
+    def occupancy(self, active_rows, queued_rows):
+        self.m.active_sequences.set(active_rows)
+        self.m.queued_sequences.set(queued_rows)
+
+
+def _error(message, code):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        parameters = model_parameters(config)
+        model_dir = Path(args["model_repository"])
+        self.pipeline = PipelineConfig.load(model_dir / args["model_version"])
+        decoder = GraphRunner(model_dir.parent / parameters["decoder_onnx"], int(parameters["intra_op_threads"]))
+        self.encoder_max_batch_size = int(parameters["encoder_max_batch_size"])
+        max_rows = int(parameters["max_active_sequences"])
+        max_cache_len = self.pipeline.max_new_tokens_limit + 1
+        row_bytes = ContinuousBatcher.cache_bytes_per_row(self.pipeline.decoder, max_cache_len)
+        max_rows = max(1, min(max_rows, int(parameters["max_cache_bytes"]) // row_bytes))
+        batcher = ContinuousBatcher(
+            self.pipeline.decoder,
+            max_rows=max_rows,
+            max_cache_len=max_cache_len,
+            max_queued=int(parameters["max_queued_sequences"]),
+            start_token=self.pipeline.generation.decoder_start_token_id,
+        )
+        LOGGER.info(
+            "scheduler: %d rows x %.1f MB of cache, queue bound %d", max_rows, row_bytes / 2**20, batcher.max_queued
+        )
+        self.metrics = TritonMetrics(config["name"])
+
+        def run_decoder(inputs):
+            out = decoder.run(inputs)
+            return out[names.LOG_PROBS], out[names.NEW_KEY_VALUES]
+
+        self.loop = DecodeLoop(batcher, run_decoder, self.metrics)
+
+    async def execute(self, requests):
+        await asyncio.gather(*(self._serve(request) for request in requests))
+        return None
+
+    async def _serve(self, request):
+        sender = request.get_response_sender()
+        try:
+            response = await self._transcribe(request)
+        except QueueFullError as exc:
+            self.metrics.m.rejected["queue_full"].increment(1)
+            response = _error(str(exc), "UNAVAILABLE")
+        except ValueError as exc:
+            self.metrics.m.rejected["invalid"].increment(1)
+            response = _error(str(exc), "INVALID_ARG")
+        except RequestCancelledError as exc:
+            self.metrics.m.rejected["cancelled"].increment(1)
+            response = _error(str(exc), "CANCELLED")
+        except DeadlineExceededError as exc:
+            self.metrics.m.rejected["deadline"].increment(1)
+            response = _error(str(exc), "UNAVAILABLE")
+        except Exception as exc:
+            LOGGER.exception("scheduler failed")
+            response = _error(f"scheduler failed: {exc}", "INTERNAL")
+        sender.send(response, flags=FINAL)
+
+    async def _transcribe(self, request):
+        inputs = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in sp.INPUTS}
+        params = sp.search_params(inputs, self.pipeline.generation)
+        if max(p.num_beams for p in params) > self.loop.batcher.max_rows:
+            raise ValueError(f"{protocol.INPUT_NUM_BEAMS} exceeds the {self.loop.batcher.max_rows} rows available")
+        rows = sum(p.num_beams for p in params)
+        timeout_us = request.timeout()
+        ticket = Ticket(
+            is_cancelled=request.is_cancelled,
+            deadline=time.monotonic() + timeout_us / 1e6 if timeout_us else None,
+        )
+        self.loop.reserve(rows)
+        try:
+            cross = await self._encode(inputs[names.PIXEL_VALUES])
+        except BaseException:
+            self.loop.release(rows)
+            raise
+        results = await self.loop.generate(cross, params, ticket, reserved_rows=rows)
+        return pb_utils.InferenceResponse(output_tensors=sp.result_tensors(results, pb_utils.Tensor))
+
+    async def _encode(self, pixel_values):
+        size = self.encoder_max_batch_size
+        calls = [
+            pb_utils.InferenceRequest(
+                model_name="encoder",
+                inputs=[pb_utils.Tensor(names.PIXEL_VALUES, np.ascontiguousarray(pixel_values[i : i + size]))],
+                requested_output_names=[names.CROSS_KEY_VALUES],
+            ).async_exec()
+            for i in range(0, len(pixel_values), size)
+        ]
+        chunks = []
+        for response in await asyncio.gather(*calls):
+            if response.has_error():
+                raise RuntimeError(f"encoder: {response.error().message()}")
+            chunks.append(pb_utils.get_output_tensor_by_name(response, names.CROSS_KEY_VALUES).as_numpy())
+        return np.concatenate(chunks)

@@ -1,0 +1,153 @@
+"""The asyncio side of continuous batching: requests await their results while one loop steps the batch.
+
+Used by the `scheduler` Triton model (a decoupled model whose `async def execute` serves many requests at
+once in one process). The decoder runs in a worker thread (ONNX Runtime releases the GIL), so the event
+loop keeps accepting requests and encoder results while a step runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trocr_serving import graph_names as names
+from trocr_serving.batcher import ContinuousBatcher, QueueFullError, SequenceGroup
+from trocr_serving.search import SearchParams, SearchResult, new_search
+
+LOGGER = logging.getLogger(__name__)
+CANCEL_CHECK_INTERVAL_S = 0.05
+
+DecoderRun = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+class RequestCancelledError(RuntimeError):
+    pass
+
+
+class DeadlineExceededError(RuntimeError):
+    pass
+
+
+class NullMetrics:
+    """What DecodeLoop reports; the Triton model passes an object with the same methods."""
+
+    def step(self, rows: int) -> None: ...
+    def admitted(self, wait_s: float) -> None: ...
+    def tokens(self, count: int) -> None: ...
+    def occupancy(self, active_rows: int, queued_rows: int) -> None: ...
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request: its groups, how to tell it was cancelled, and its deadline (monotonic seconds)."""
+
+    is_cancelled: Callable[[], bool] | None = None
+    deadline: float | None = None
+    arrived: float = field(default_factory=time.monotonic)
+    groups: list[SequenceGroup] = field(default_factory=list)
+
+
+class DecodeLoop:
+    def __init__(self, batcher: ContinuousBatcher, run_decoder: DecoderRun, metrics=None):
+        self.batcher = batcher
+        self.run_decoder = run_decoder
+        self.metrics = metrics or NullMetrics()
+        self.pending_rows = 0  # reserved by requests still being encoded
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._tickets: set[Ticket] = set()
+        self._last_cancel_check = 0.0
+
+    def reserve(self, rows: int) -> None:
+        """Claim queue room before the (costly) encoding, or raise QueueFullError."""
+        waiting = self.pending_rows + self.batcher.queued_rows
+        if waiting + rows > self.batcher.max_queued:
+            raise QueueFullError(
+                f"server busy: {waiting} sequences already wait (bound {self.batcher.max_queued}); retry later"
+            )
+        self.pending_rows += rows
+
+    def release(self, rows: int) -> None:
+        self.pending_rows -= rows
+
+    async def generate(
+        self, cross_key_values: np.ndarray, params: list[SearchParams], ticket: Ticket, reserved_rows: int
+    ) -> list[SearchResult]:
+        """Decode each image (row of cross_key_values) with its params; needs `reserve(reserved_rows)` first."""
+        self._ensure_running()
+        loop = asyncio.get_running_loop()
+        ticket.groups = [
+            SequenceGroup(new_search(p), cross, tag=(loop.create_future(), ticket))
+            for cross, p in zip(cross_key_values, params)
+        ]
+        self.release(reserved_rows)
+        self.batcher.submit(ticket.groups)
+        self._tickets.add(ticket)
+        self._wake.set()
+        try:
+            return list(await asyncio.gather(*(group.tag[0] for group in ticket.groups)))
+        finally:
+            self._tickets.discard(ticket)
+            for group in ticket.groups:
+                self.batcher.remove(group)
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = time.monotonic()
+            for group in self.batcher.admit():
+                self.metrics.admitted(now - group.tag[1].arrived)
+            self.metrics.occupancy(self.batcher.active_rows, self.batcher.queued_rows)
+            if not self.batcher.groups:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            inputs = self.batcher.step_inputs()
+            rows = len(inputs[names.INPUT_IDS])
+            try:
+                log_probs, new_key_values = await loop.run_in_executor(self._executor, self.run_decoder, inputs)
+            except Exception as exc:  # fail the sequences in this step, keep the loop alive
+                LOGGER.exception("decoder step failed")
+                for group in list(self.batcher.groups):
+                    self._fail(group, RuntimeError(f"decoder step failed: {exc}"))
+                continue
+            self.metrics.step(rows)
+            self.metrics.tokens(rows)
+            for group in self.batcher.apply(log_probs, new_key_values):
+                future = group.tag[0]
+                if not future.done():
+                    future.set_result(group.search.result())
+            self._expire_tickets()
+
+    def _fail(self, group: SequenceGroup, error: Exception) -> None:
+        self.batcher.remove(group)
+        future = group.tag[0]
+        if not future.done():
+            future.set_exception(error)
+
+    def _expire_tickets(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cancel_check < CANCEL_CHECK_INTERVAL_S:
+            return
+        self._last_cancel_check = now
+        for ticket in list(self._tickets):
+            if ticket.deadline is not None and now > ticket.deadline:
+                error: Exception = DeadlineExceededError("deadline exceeded while decoding")
+            elif ticket.is_cancelled is not None and ticket.is_cancelled():
+                error = RequestCancelledError("request cancelled by the client")
+            else:
+                continue
+            for group in ticket.groups:
+                self._fail(group, error)

@@ -1,0 +1,67 @@
+"""Custom metrics on Triton's /metrics endpoint (Python-backend MetricFamily). Runs inside the server only.
+
+Bucket boundaries are defined once here, each with the range it has to cover.
+"""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+# Batch sizes: from 1 (no batching) to the largest decoder batch the scheduler allows (64 rows by default).
+BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]
+# Queue wait: from sub-millisecond (free rows) to the tens of seconds an overloaded server may make a request wait.
+QUEUE_WAIT_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+
+PREFIX = "trocr_"
+
+
+_FAMILIES: dict[str, pb_utils.MetricFamily] = {}  # a Metric needs its MetricFamily alive
+
+
+def _family(name: str, description: str, kind) -> pb_utils.MetricFamily:
+    if name not in _FAMILIES:
+        _FAMILIES[name] = pb_utils.MetricFamily(name=PREFIX + name, description=description, kind=kind)
+    return _FAMILIES[name]
+
+
+def histogram(name: str, description: str, buckets: list[float], labels: dict[str, str]):
+    return _family(name, description, pb_utils.MetricFamily.HISTOGRAM).Metric(labels=labels, buckets=buckets)
+
+
+def gauge(name: str, description: str, labels: dict[str, str]):
+    return _family(name, description, pb_utils.MetricFamily.GAUGE).Metric(labels=labels)
+
+
+def counter(name: str, description: str, labels: dict[str, str]):
+    return _family(name, description, pb_utils.MetricFamily.COUNTER).Metric(labels=labels)
+
+
+class SchedulerMetrics:
+    def __init__(self, model: str):
+        labels = {"model": model}
+        self.active_sequences = gauge("active_sequences", "Decoder rows in the running batch", labels)
+        self.queued_sequences = gauge("queued_sequences", "Decoder rows waiting for a free row", labels)
+        self.decoder_batch_size = histogram(
+            "decoder_batch_size", "Rows per batched decoder step", BATCH_SIZE_BUCKETS, labels
+        )
+        self.queue_wait_seconds = histogram(
+            "queue_wait_seconds",
+            "Time from a request's arrival to its images joining the batch",
+            QUEUE_WAIT_BUCKETS_S,
+            labels,
+        )
+        self.tokens_generated = counter("tokens_generated_total", "Tokens generated (all beams)", labels)
+        self.rejected = {
+            reason: counter("requests_rejected_total", "Requests refused", {**labels, "reason": reason})
+            for reason in ("queue_full", "invalid", "cancelled", "deadline")
+        }
+
+
+class BatchSizeMetric:
+    """Images per ONNX Runtime call of a model (the encoder's dynamic batching at work)."""
+
+    def __init__(self, model: str):
+        self.metric = histogram("onnx_batch_size", "Rows per ONNX Runtime call", BATCH_SIZE_BUCKETS, {"model": model})
+
+    def observe(self, rows: int) -> None:
+        self.metric.observe(rows)
