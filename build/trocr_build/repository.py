@@ -18,6 +18,7 @@ from trocr_build.random_model import is_random_model, random_model_dir
 from trocr_client import protocol
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
+from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE
 from trocr_serving.pipeline_config import (
     TOKENIZER_FILE,
     DecoderShape,
@@ -140,7 +141,12 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
             Tensor(sp.NUM_BEAMS, "INT32", (-1,)),
             Tensor(sp.IGNORE_EOS, "BOOL", (-1,)),
         ),
-        outputs=(Tensor(sp.TOKEN_IDS, "INT32", (-1, -1)), Tensor(sp.SCORE, "FP32", (-1,))),
+        outputs=(
+            Tensor(sp.TOKEN_IDS, "INT32", (-1, -1)),
+            Tensor(sp.SCORE, "FP32", (-1,)),
+            Tensor(STATUS_CODE, "BYTES", (1,)),
+            Tensor(STATUS_MESSAGE, "BYTES", (1,)),
+        ),
         decoupled=True,
         parameters={
             "decoder_onnx": f"decoder/1/{names.DECODER_ONNX}",

@@ -24,17 +24,24 @@ class Result:
 
 
 def build_inputs(
-    encoded: Sequence[bytes], max_new_tokens: int | None = None, num_beams: int | None = None
+    encoded: Sequence[bytes],
+    max_new_tokens: int | None = None,
+    num_beams: int | None = None,
+    ignore_eos: bool | None = None,
 ) -> list[grpcclient.InferInput]:
-    """The request tensors: one row per image, shape [rows, 1]."""
+    """The request tensors: one row per image, shape [rows, 1]; parameters left out take the model's defaults."""
     rows = len(encoded)
     images = grpcclient.InferInput(protocol.INPUT_IMAGE, [rows, 1], "BYTES")
     images.set_data_from_numpy(np.array(list(encoded), dtype=object).reshape(rows, 1))
     inputs = [images]
-    for name, value in ((protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens), (protocol.INPUT_NUM_BEAMS, num_beams)):
+    for name, value, dtype, triton_type in (
+        (protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens, np.int32, "INT32"),
+        (protocol.INPUT_NUM_BEAMS, num_beams, np.int32, "INT32"),
+        (protocol.INPUT_IGNORE_EOS, ignore_eos, bool, "BOOL"),
+    ):
         if value is not None:
-            tensor = grpcclient.InferInput(name, [rows, 1], "INT32")
-            tensor.set_data_from_numpy(np.full((rows, 1), value, dtype=np.int32))
+            tensor = grpcclient.InferInput(name, [rows, 1], triton_type)
+            tensor.set_data_from_numpy(np.full((rows, 1), value, dtype=dtype))
             inputs.append(tensor)
     return inputs
 
@@ -72,8 +79,13 @@ class TrOCRClient:
         max_new_tokens: int | None = None,
         num_beams: int | None = None,
         timeout_s: float | None = None,
+        ignore_eos: bool | None = None,
     ) -> list[Result]:
-        """Text and score for each image, in order. Raises a trocr_client.errors.TrOCRError on failure."""
+        """Text and score for each image, in order. Raises a trocr_client.errors.TrOCRError on failure.
+
+        `timeout_s` is both the gRPC deadline and the server-side deadline: a request that runs out of time
+        frees its decoder rows on the server. `ignore_eos` is for benchmarks (exactly max_new_tokens tokens).
+        """
         if isinstance(images, str | bytes | bytearray | np.ndarray) or not isinstance(images, Iterable):
             images = [images]
         encoded = [encode_image(image) for image in images]
@@ -81,10 +93,12 @@ class TrOCRClient:
         for start in range(0, len(encoded), protocol.MAX_IMAGES_PER_REQUEST):
             chunk = encoded[start : start + protocol.MAX_IMAGES_PER_REQUEST]
             try:
+                deadline_s = timeout_s if timeout_s is not None else self.timeout_s
                 response = self._client.infer(
                     self.model_name,
-                    build_inputs(chunk, max_new_tokens, num_beams),
-                    client_timeout=timeout_s if timeout_s is not None else self.timeout_s,
+                    build_inputs(chunk, max_new_tokens, num_beams, ignore_eos),
+                    client_timeout=deadline_s,
+                    timeout=int(deadline_s * 1e6) if deadline_s else None,
                 )
             except InferenceServerException as exc:
                 raise from_triton(exc) from None

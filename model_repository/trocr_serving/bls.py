@@ -5,6 +5,20 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE
+
+# Error responses lose their status code on the way back through BLS (the caller sees INTERNAL), so a
+# called model that wants its status kept answers with these two outputs instead: see status_response().
+
+
+def status_response(message: str, code: str) -> pb_utils.InferenceResponse:
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor(STATUS_CODE, np.array([code.encode()], dtype=object)),
+            pb_utils.Tensor(STATUS_MESSAGE, np.array([message.encode()], dtype=object)),
+        ]
+    )
+
 
 class ModelCallError(RuntimeError):
     """A BLS call that failed: the called model's message and status code, to pass on to the caller."""
@@ -21,14 +35,19 @@ def _request(model_name: str, inputs: dict[str, np.ndarray], output_names: list[
     return pb_utils.InferenceRequest(
         model_name=model_name,
         inputs=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in inputs.items()],
-        requested_output_names=output_names,
+        requested_output_names=[*output_names, STATUS_CODE, STATUS_MESSAGE],
         timeout=timeout_us,
     )
 
 
 def _outputs(response, output_names: list[str]) -> dict[str, np.ndarray]:
-    if response.has_error():
-        raise ModelCallError(response.error().message(), response.error().code())
+    if response.has_error():  # BLS keeps the message but reports every code as INTERNAL
+        raise ModelCallError(response.error().message(), pb_utils.TritonError.INTERNAL)
+    status = pb_utils.get_output_tensor_by_name(response, STATUS_CODE)
+    if status is not None:
+        message = pb_utils.get_output_tensor_by_name(response, STATUS_MESSAGE).as_numpy().reshape(-1)[0]
+        code = status.as_numpy().reshape(-1)[0].decode()
+        raise ModelCallError(message.decode(), getattr(pb_utils.TritonError, code))
     return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names}
 
 

@@ -24,7 +24,7 @@ from trocr_client import protocol
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.batcher import ContinuousBatcher, QueueFullError
-from trocr_serving.bls import model_parameters
+from trocr_serving.bls import model_parameters, status_response
 from trocr_serving.decode_loop import DeadlineExceededError, DecodeLoop, RequestCancelledError, Ticket
 from trocr_serving.metrics import SchedulerMetrics
 from trocr_serving.onnx_runtime import GraphRunner
@@ -50,10 +50,6 @@ class TritonMetrics:
     def occupancy(self, active_rows, queued_rows):
         self.m.active_sequences.set(active_rows)
         self.m.queued_sequences.set(queued_rows)
-
-
-def _error(message, code):
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
 
 
 class TritonPythonModel:
@@ -96,19 +92,19 @@ class TritonPythonModel:
             response = await self._transcribe(request)
         except QueueFullError as exc:
             self.metrics.m.rejected["queue_full"].increment(1)
-            response = _error(str(exc), "UNAVAILABLE")
+            response = status_response(str(exc), "UNAVAILABLE")
         except ValueError as exc:
             self.metrics.m.rejected["invalid"].increment(1)
-            response = _error(str(exc), "INVALID_ARG")
+            response = status_response(str(exc), "INVALID_ARG")
         except RequestCancelledError as exc:
             self.metrics.m.rejected["cancelled"].increment(1)
-            response = _error(str(exc), "CANCELLED")
+            response = status_response(str(exc), "CANCELLED")
         except DeadlineExceededError as exc:
             self.metrics.m.rejected["deadline"].increment(1)
-            response = _error(str(exc), "UNAVAILABLE")
+            response = status_response(str(exc), "UNAVAILABLE")
         except Exception as exc:
             LOGGER.exception("scheduler failed")
-            response = _error(f"scheduler failed: {exc}", "INTERNAL")
+            response = status_response(f"scheduler failed: {exc}", "INTERNAL")
         sender.send(response, flags=FINAL)
 
     async def _transcribe(self, request):

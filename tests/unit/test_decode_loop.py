@@ -1,0 +1,102 @@
+"""The asyncio loop around the batcher: concurrency, cancellation and deadlines free rows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from trocr_serving import graph_names as names
+from trocr_serving.batcher import ContinuousBatcher, QueueFullError
+from trocr_serving.decode_loop import DeadlineExceededError, DecodeLoop, RequestCancelledError, Ticket
+from trocr_serving.pipeline_config import DecoderShape
+from trocr_serving.search import SearchParams
+
+SHAPE = DecoderShape(num_layers=1, num_heads=1, head_dim=2, vocab_size=5, encoder_seq_len=3, max_positions=200)
+EOS = 2
+
+
+def slow_decoder(step_s: float):
+    """Never emits end-of-sequence (token 4 always wins); each step takes step_s."""
+
+    def run(inputs):
+        time.sleep(step_s)
+        rows = len(inputs[names.INPUT_IDS])
+        log_probs = np.full((rows, SHAPE.vocab_size), -5.0, dtype=np.float32)
+        log_probs[:, 4] = -0.1
+        return log_probs, np.zeros((rows, 1, 2, 1, 1, 2), dtype=np.float32)
+
+    return run
+
+
+def make_loop(step_s=0.002, max_rows=4, max_queued=8) -> DecodeLoop:
+    batcher = ContinuousBatcher(SHAPE, max_rows, max_cache_len=200, max_queued=max_queued, start_token=EOS)
+    return DecodeLoop(batcher, slow_decoder(step_s))
+
+
+def params(tokens: int) -> SearchParams:
+    return SearchParams(max_new_tokens=tokens, eos_token_id=EOS, decoder_start_token_id=EOS)
+
+
+def cross(images: int) -> np.ndarray:
+    return np.zeros((images, 1, 2, 1, 3, 2), dtype=np.float32)
+
+
+async def generate(loop: DecodeLoop, tokens: list[int], ticket: Ticket | None = None):
+    loop.reserve(len(tokens))
+    return await loop.generate(cross(len(tokens)), [params(t) for t in tokens], ticket or Ticket(), len(tokens))
+
+
+def test_requests_share_steps_and_finish_independently():
+    async def scenario():
+        loop = make_loop()
+        short, long = await asyncio.gather(generate(loop, [3]), generate(loop, [40, 10]))
+        return loop, short, long
+
+    loop, short, long = asyncio.run(scenario())
+    assert [len(r.token_ids) for r in short + long] == [3, 40, 10]
+    assert loop.batcher.active_rows == 0 and loop.pending_rows == 0
+
+
+def test_cancelled_request_frees_its_rows():
+    async def scenario():
+        loop = make_loop(step_s=0.005)
+        cancelled = {"flag": False}
+        ticket = Ticket(is_cancelled=lambda: cancelled["flag"])
+        task = asyncio.ensure_future(generate(loop, [150], ticket))
+        other = asyncio.ensure_future(generate(loop, [30]))
+        await asyncio.sleep(0.05)
+        cancelled["flag"] = True
+        with pytest.raises(RequestCancelledError):
+            await task
+        await other
+        return loop, other.result()
+
+    loop, other = asyncio.run(scenario())
+    assert len(other[0].token_ids) == 30
+    assert loop.batcher.active_rows == 0
+
+
+def test_deadline_frees_rows():
+    async def scenario():
+        loop = make_loop(step_s=0.005)
+        ticket = Ticket(deadline=time.monotonic() + 0.05)
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            await generate(loop, [150], ticket)
+        return loop, time.monotonic() - started
+
+    loop, elapsed_s = asyncio.run(scenario())
+    assert elapsed_s < 0.5  # 150 steps would take 0.75 s
+    assert loop.batcher.active_rows == 0
+
+
+def test_queue_bound_counts_requests_still_encoding():
+    loop = make_loop(max_rows=1, max_queued=2)
+    loop.reserve(2)
+    with pytest.raises(QueueFullError, match="server busy: 2 sequences already wait"):
+        loop.reserve(1)
+    loop.release(2)
+    loop.reserve(1)
