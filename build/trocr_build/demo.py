@@ -7,13 +7,11 @@ Triton on free loopback ports, transcribes the sample images over gRPC, prints t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 
-from trocr_build.random_model import is_random_model, random_model_dir
-from trocr_build.repository import BUILD_INFO_FILE, SOURCE_REPOSITORY, build_repository
+from trocr_build.repository import SOURCE_REPOSITORY, ensure_repository
 from trocr_client.client import TrOCRClient
 from trocr_client.logs import configure_logging
 from trocr_serving.launcher import TritonServer
@@ -29,15 +27,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the repository holds this model")
     p.add_argument("images", nargs="*", type=Path, help=f"images to transcribe (default: {SAMPLES}/*)")
     return p
-
-
-def ensure_repository(model: str, repository: Path, rebuild: bool) -> None:
-    info_path = repository / BUILD_INFO_FILE
-    source = str(random_model_dir(model)) if is_random_model(model) else model
-    if not rebuild and info_path.exists() and json.loads(info_path.read_text()).get("source") == source:
-        LOGGER.info("%s already holds %s (use --rebuild to export again)", repository, model)
-        return
-    build_repository(model, repository)
 
 
 def main(argv: list[str] | None = None) -> int:

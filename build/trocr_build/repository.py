@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -33,14 +34,19 @@ LOGGER = logging.getLogger(__name__)
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL_NAMES = ("encoder", "decoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 BUILD_INFO_FILE = "build_info.json"
+# Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
+REPOSITORY_FORMAT = 2
 
 
 @dataclass(frozen=True)
 class ServingOptions:
     """How the repository is served: batch sizes, queue delays, instances and threads."""
 
-    encoder_max_batch_size: int = 8
-    encoder_queue_delay_us: int = 2000
+    # The scheduler sends the encoder all images that arrived during its previous call, up to this many:
+    # on a CPU the encoder costs the same per image at any batch size, and images encoded together join the
+    # decoder batch together (see trocr_serving.encode_feeder).
+    encoder_max_batch_size: int = 16
+    encoder_queue_delay_us: int = 0
     decoder_max_batch_size: int = 64
     decoder_queue_delay_us: int = 500
     trocr_max_batch_size: int = protocol.MAX_IMAGES_PER_REQUEST
@@ -216,8 +222,10 @@ def build_repository(
         pipeline.save(output / model_name / "1")
     processor.tokenizer.backend_tokenizer.save(str(trocr_dir / TOKENIZER_FILE))
     info = {
+        "format": REPOSITORY_FORMAT,
         "model": model,
         "source": source,
+        "options": dataclasses.asdict(options),
         "max_abs_diff": report,
         "tolerance": atol,
         "build_seconds": round(time.monotonic() - started, 1),
@@ -225,3 +233,22 @@ def build_repository(
     (output / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     LOGGER.info("wrote the model repository for %s to %s", model, output)
     return info
+
+
+def ensure_repository(
+    model: str, repository: Path, rebuild: bool = False, options: ServingOptions | None = None
+) -> dict:
+    """Build unless `repository` already holds `model` (same source); returns the build info."""
+    options = options or ServingOptions()
+    info_path = repository / BUILD_INFO_FILE
+    wanted = {
+        "format": REPOSITORY_FORMAT,
+        "source": str(random_model_dir(model)) if is_random_model(model) else model,
+        "options": dataclasses.asdict(options),
+    }
+    if not rebuild and info_path.exists():
+        info = json.loads(info_path.read_text())
+        if all(info.get(key) == value for key, value in wanted.items()):
+            LOGGER.info("%s already holds %s (use --rebuild to export again)", repository, model)
+            return info
+    return build_repository(model, repository, options=options)

@@ -1,7 +1,8 @@
-"""Greedy decoding over the exported decoder step, independent of where the step runs.
+"""A plain greedy loop over the exported graphs, for one batch of images that starts together.
 
-`step` is any callable that runs decoder.onnx (in-process ONNX Runtime, or a BLS call to Triton's
-`decoder` model). Finished rows leave the batch at once; the others keep going.
+The server uses continuous batching (trocr_serving.batcher) instead; this loop is the in-process baseline
+the benchmarks compare the server with, and a simple way to run the graphs without Triton. `step` is any
+callable that runs decoder.onnx. Finished rows leave the batch at once; the others keep going.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ def greedy_decode(
     max_new_tokens: np.ndarray,
     config: PipelineConfig,
     step: DecoderStep,
+    ignore_eos: bool = False,
 ) -> list[Hypothesis]:
-    """Decode every row of `cross_key_values` greedily, each up to its own `max_new_tokens`."""
+    """Decode every row of `cross_key_values` greedily, each up to its own `max_new_tokens`.
+
+    `ignore_eos` (benchmarks) generates exactly `max_new_tokens` tokens per row.
+    """
     batch = cross_key_values.shape[0]
     shape = config.decoder
     hypotheses = [Hypothesis() for _ in range(batch)]
@@ -62,7 +67,7 @@ def greedy_decode(
             hypotheses[row].token_ids.append(int(token))
             hypotheses[row].token_log_probs.append(float(log_prob))
         position += 1
-        keep = (next_tokens != config.generation.eos_token_id) & (position < limits[rows])
+        keep = (ignore_eos | (next_tokens != config.generation.eos_token_id)) & (position < limits[rows])
         past = np.concatenate([past, new_key_values], axis=names.CACHE_SEQ_AXIS)
         if not keep.all():
             past, cross, rows = past[keep], cross[keep], rows[keep]

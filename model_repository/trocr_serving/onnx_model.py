@@ -29,7 +29,7 @@ class OnnxGraphModel:
         path = Path(args["model_repository"]) / args["model_version"] / parameters["onnx_file"]
         if not path.exists():
             raise FileNotFoundError(f"{config['name']}: {path} is missing; run trocr-build")
-        self.runner = GraphRunner(path, int(parameters.get("intra_op_threads", "0")))
+        self.runner = GraphRunner(path, int(parameters.get("intra_op_threads", "0")), spinning=False)
         self.batch_size_metric = BatchSizeMetric(config["name"])
         declared = {tensor["name"] for tensor in config["input"]}
         if declared != set(self.runner.input_names):

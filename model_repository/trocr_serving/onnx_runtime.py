@@ -8,20 +8,25 @@ import numpy as np
 import onnxruntime as ort
 
 
-def create_session(path: Path, intra_op_threads: int = 0) -> ort.InferenceSession:
-    """A CPU session (0 threads: ONNX Runtime's default, one per core)."""
+def create_session(path: Path, intra_op_threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
+    """A CPU session (0 threads: ONNX Runtime's default, one per core).
+
+    `spinning=False` stops idle worker threads from busy-waiting: in the server several sessions in
+    different processes share the cores, and a spinning idle pool steals them from the busy one.
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class GraphRunner:
     """Runs one exported graph on named numpy inputs and returns its named outputs."""
 
-    def __init__(self, path: Path, intra_op_threads: int = 0):
-        self.session = create_session(path, intra_op_threads)
+    def __init__(self, path: Path, intra_op_threads: int = 0, spinning: bool = True):
+        self.session = create_session(path, intra_op_threads, spinning)
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.output_names = [node.name for node in self.session.get_outputs()]
 

@@ -26,6 +26,7 @@ from trocr_serving import scheduler_protocol as sp
 from trocr_serving.batcher import ContinuousBatcher, QueueFullError
 from trocr_serving.bls import model_parameters, status_response
 from trocr_serving.decode_loop import DeadlineExceededError, DecodeLoop, RequestCancelledError, Ticket
+from trocr_serving.encode_feeder import EncodeFeeder
 from trocr_serving.metrics import SchedulerMetrics
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
@@ -58,8 +59,11 @@ class TritonPythonModel:
         parameters = model_parameters(config)
         model_dir = Path(args["model_repository"])
         self.pipeline = PipelineConfig.load(model_dir / args["model_version"])
-        decoder = GraphRunner(model_dir.parent / parameters["decoder_onnx"], int(parameters["intra_op_threads"]))
+        decoder = GraphRunner(
+            model_dir.parent / parameters["decoder_onnx"], int(parameters["intra_op_threads"]), spinning=False
+        )
         self.encoder_max_batch_size = int(parameters["encoder_max_batch_size"])
+        self.encoder = EncodeFeeder(self._encode_batch, self.encoder_max_batch_size)
         max_rows = int(parameters["max_active_sequences"])
         max_cache_len = self.pipeline.max_new_tokens_limit + 1
         row_bytes = ContinuousBatcher.cache_bytes_per_row(self.pipeline.decoder, max_cache_len)
@@ -120,14 +124,15 @@ class TritonPythonModel:
         )
         self.loop.reserve(rows)
         try:
-            cross = await self._encode(inputs[names.PIXEL_VALUES])
+            cross = await self.encoder.encode(inputs[names.PIXEL_VALUES])
         except BaseException:
             self.loop.release(rows)
             raise
         results = await self.loop.generate(cross, params, ticket, reserved_rows=rows)
         return pb_utils.InferenceResponse(output_tensors=sp.result_tensors(results, pb_utils.Tensor))
 
-    async def _encode(self, pixel_values):
+    async def _encode_batch(self, pixel_values):
+        """One or more `encoder` calls (a request may carry more images than its max batch size)."""
         size = self.encoder_max_batch_size
         calls = [
             pb_utils.InferenceRequest(

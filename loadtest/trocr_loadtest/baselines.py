@@ -1,0 +1,138 @@
+"""In-process baselines, measured on the same machine in the same run as the server.
+
+- Hugging Face `transformers` `generate()` (PyTorch), at a given batch size;
+- a plain in-process ONNX Runtime greedy loop on the project's own graphs (decode, preprocess, encode,
+  greedy decode), one image at a time: the floor for the server's latency at concurrency 1;
+- the encoder alone at batch 1 (the ceiling of any end-to-end figure on a CPU);
+- the in-process ceiling: encoder at batch 1 plus the batched decoder steps of a batch of `batch` images,
+  per image (what a perfect scheduler with no serving overhead would reach).
+
+All runs generate a fixed number of tokens (end-of-sequence ignored), so random weights compare fairly.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trocr_loadtest.stats import percentile
+from trocr_serving import graph_names as names
+from trocr_serving.greedy import greedy_decode
+from trocr_serving.onnx_runtime import GraphRunner
+from trocr_serving.pipeline_config import PipelineConfig
+from trocr_serving.preprocessing import decode_image, preprocess
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    system: str
+    batch: int
+    images_per_s: float
+    latency_p50_s: float  # per call (a batch of `batch` images)
+    latency_p95_s: float
+
+
+def _timed(name: str, batch: int, run: Callable[[int], None], calls: int, warmup: int = 1) -> BaselineResult:
+    for index in range(warmup):
+        run(index)
+    latencies = []
+    for index in range(calls):
+        started = time.perf_counter()
+        run(index)
+        latencies.append(time.perf_counter() - started)
+    return BaselineResult(
+        name, batch, batch * calls / sum(latencies), percentile(latencies, 50), percentile(latencies, 95)
+    )
+
+
+class RepositoryGraphs:
+    """The exported graphs of a built repository, run in this process with ONNX Runtime."""
+
+    def __init__(self, repository: Path, intra_op_threads: int = 0):
+        self.config = PipelineConfig.load(repository / "trocr" / "1")
+        self.encoder = GraphRunner(repository / "encoder" / "1" / names.ENCODER_ONNX, intra_op_threads)
+        self.decoder = GraphRunner(repository / "decoder" / "1" / names.DECODER_ONNX, intra_op_threads)
+
+    def pixel_values(self, images: list[bytes]) -> np.ndarray:
+        return preprocess([decode_image(data) for data in images], self.config.image)
+
+    def cross_key_values(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.encoder.run({names.PIXEL_VALUES: pixel_values}, [names.CROSS_KEY_VALUES])[names.CROSS_KEY_VALUES]
+
+    def step(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        out = self.decoder.run(inputs)
+        return out[names.LOG_PROBS], out[names.NEW_KEY_VALUES]
+
+    def transcribe(self, images: list[bytes], max_new_tokens: int) -> list:
+        cross = self.cross_key_values(self.pixel_values(images))
+        limits = np.full(len(images), max_new_tokens)
+        return greedy_decode(cross, limits, self.config, self.step, ignore_eos=True)
+
+
+def onnxruntime_loop(graphs: RepositoryGraphs, images: list[bytes], tokens: int, calls: int) -> BaselineResult:
+    return _timed(
+        "ONNX Runtime greedy loop, in-process (project graphs)",
+        1,
+        lambda i: graphs.transcribe([images[i % len(images)]], tokens),
+        calls,
+    )
+
+
+def encoder_only(graphs: RepositoryGraphs, images: list[bytes], calls: int) -> BaselineResult:
+    pixel_values = graphs.pixel_values(images)
+    return _timed(
+        "encoder alone (ceiling for any end-to-end figure)",
+        1,
+        lambda i: graphs.cross_key_values(pixel_values[i % len(images)][None]),
+        calls,
+    )
+
+
+def in_process_ceiling(graphs: RepositoryGraphs, images: list[bytes], tokens: int, batch: int, repeats: int = 3):
+    """Encoder at batch 1 plus `tokens` decoder steps at batch `batch`, per image: (images/s, seconds/image)."""
+    pixel_values = graphs.pixel_values(images)
+    encoder_s = encoder_only(graphs, images, calls=max(4, repeats)).latency_p50_s
+    rows = np.arange(batch) % len(images)
+    cross = np.concatenate([graphs.cross_key_values(pixel_values[r][None]) for r in rows])
+    shape = graphs.config.decoder
+    best_s = float("inf")
+    for _ in range(repeats):
+        past = np.zeros((batch, shape.num_layers, 2, shape.num_heads, 0, shape.head_dim), dtype=np.float32)
+        started = time.perf_counter()
+        for position in range(tokens):
+            _, new = graphs.step(
+                {
+                    names.INPUT_IDS: np.full((batch, 1), 5, dtype=np.int64),
+                    names.POSITION_IDS: np.full((batch, 1), position, dtype=np.int64),
+                    names.ATTENTION_MASK: np.ones((batch, position + 1), dtype=np.int64),
+                    names.PAST_KEY_VALUES: past,
+                    names.CROSS_KEY_VALUES: cross,
+                }
+            )
+            past = np.concatenate([past, new], axis=names.CACHE_SEQ_AXIS)
+        best_s = min(best_s, time.perf_counter() - started)
+    per_image_s = encoder_s + best_s / batch
+    return 1.0 / per_image_s, per_image_s, encoder_s, best_s / tokens
+
+
+def transformers_generate(model_dir: str, images: list[bytes], tokens: int, batch: int, calls: int):
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, VisionEncoderDecoderModel
+
+    model = VisionEncoderDecoderModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, use_fast=False)
+
+    def run(index: int) -> None:
+        chosen = [images[(index * batch + j) % len(images)] for j in range(batch)]
+        pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in chosen]
+        with torch.inference_mode():
+            pixel_values = processor(images=pil, return_tensors="pt").pixel_values
+            model.generate(pixel_values, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1, do_sample=False)
+
+    return _timed(f"transformers generate() (PyTorch {torch.__version__.split('+')[0]})", batch, run, calls)

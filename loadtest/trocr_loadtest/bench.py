@@ -1,0 +1,214 @@
+"""`trocr-bench`: the backend through Triton side by side with in-process baselines, in one run.
+
+In one run on this machine, with the same images and the same fixed output length (end-of-sequence
+ignored, so random weights compare fairly): Hugging Face `transformers` `generate()`, a plain in-process
+ONNX Runtime greedy loop on the project's graphs, the encoder alone, the in-process ceiling (encoder at
+batch 1 plus batched decoder steps), and this backend through Triton over gRPC at several concurrencies.
+In-process baselines run before the server starts, so they do not compete with it for the CPU.
+Speed is reported as ratios measured in this run: absolute figures drift between machines and runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trocr_build.repository import SOURCE_REPOSITORY, ensure_repository
+from trocr_client.logs import configure_logging
+from trocr_loadtest import baselines
+from trocr_loadtest.images import image_set
+from trocr_loadtest.load import LoadSpec, run_load
+from trocr_loadtest.server_metrics import ServerFigures, scrape
+from trocr_loadtest.stats import summarize
+from trocr_serving.launcher import TritonServer
+
+LOGGER = logging.getLogger(__name__)
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+
+
+@dataclass
+class Row:
+    system: str
+    setting: str  # "batch 8" or "concurrency 16"
+    images_per_s: float
+    p50_s: float
+    p95_s: float
+    server: dict | None = None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trocr-bench", description=__doc__)
+    p.add_argument("--model", default="random:small")
+    p.add_argument("--repository", type=Path, default=SOURCE_REPOSITORY)
+    p.add_argument("--tokens", type=int, default=16, help="generated tokens per image (fixed)")
+    p.add_argument("--concurrency", default="1,16", help="comma-separated client concurrencies")
+    p.add_argument("--duration-s", type=float, default=30.0, help="measured time per concurrency")
+    p.add_argument("--warmup-s", type=float, default=5.0)
+    p.add_argument("--calls", type=int, default=16, help="timed calls per in-process baseline")
+    p.add_argument("--hf-batches", default="1", help="batch sizes for transformers generate()")
+    p.add_argument("--ceiling-batch", type=int, default=16)
+    p.add_argument("--images", default="samples+generated", help="samples, generated, samples+generated or a folder")
+    p.add_argument("--output", type=Path, default=RESULTS_DIR / "bench.json")
+    return p
+
+
+def _row(result: baselines.BaselineResult) -> Row:
+    return Row(result.system, f"batch {result.batch}", result.images_per_s, result.latency_p50_s, result.latency_p95_s)
+
+
+def measure_in_process(args, info: dict, images: list[bytes]) -> tuple[list[Row], dict]:
+    rows = []
+    for batch in [int(b) for b in args.hf_batches.split(",") if b]:
+        LOGGER.info("transformers generate() at batch %d", batch)
+        calls = max(2, args.calls // batch)
+        rows.append(_row(baselines.transformers_generate(info["source"], images, args.tokens, batch, calls)))
+    graphs = baselines.RepositoryGraphs(args.repository)
+    LOGGER.info("in-process ONNX Runtime loop")
+    rows.append(_row(baselines.onnxruntime_loop(graphs, images, args.tokens, args.calls)))
+    rows.append(_row(baselines.encoder_only(graphs, images, args.calls)))
+    LOGGER.info("in-process ceiling")
+    ceiling_ips, per_image_s, encoder_s, step_s = baselines.in_process_ceiling(
+        graphs, images, args.tokens, args.ceiling_batch
+    )
+    rows.append(
+        Row(
+            f"in-process ceiling: encoder b1 + decoder steps b{args.ceiling_batch}",
+            "per image",
+            ceiling_ips,
+            per_image_s,
+            per_image_s,
+        )
+    )
+    detail = {"ceiling_encoder_s": encoder_s, "ceiling_decoder_step_s": step_s}
+    return rows, detail
+
+
+def measure_server(args, images: list[bytes]) -> list[Row]:
+    rows = []
+    with TritonServer(args.repository) as server:
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            spec = LoadSpec(
+                concurrency=concurrency,
+                duration_s=args.duration_s,
+                warmup_s=args.warmup_s,
+                max_new_tokens=args.tokens,
+                ignore_eos=True,
+            )
+            LOGGER.info("Triton at concurrency %d for %.0f s", concurrency, args.duration_s)
+            before = scrape(server.metrics_url)
+            result = run_load(server.grpc_url, images, spec)
+            figures = ServerFigures.between(before, scrape(server.metrics_url))
+            summary = summarize(result.records, result.duration_s)
+            if summary.errors:
+                LOGGER.warning("errors at concurrency %d: %s", concurrency, summary.errors)
+            rows.append(
+                Row(
+                    "trocr-triton (gRPC, continuous batching)",
+                    f"concurrency {concurrency}",
+                    summary.images_per_s,
+                    summary.latency_s["p50"],
+                    summary.latency_s["p95"],
+                    asdict(figures),
+                )
+            )
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    reference = next(
+        (r.images_per_s for r in rows if r.system.startswith("transformers") and r.setting == "batch 1"), float("nan")
+    )
+    lines = [
+        "| system | setting | images/s | p50 latency (s) | p95 latency (s) | vs transformers b1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.system} | {r.setting} | {r.images_per_s:.2f} | {r.p50_s:.3f} | {r.p95_s:.3f} "
+            f"| {r.images_per_s / reference:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def goals(rows: list[Row], tokens: int, ceiling_batch: int) -> list[str]:
+    """The continuous-batching goals (issue 3), each as measured, met or not. Printed, never asserted."""
+    by = {(r.system.split(" ")[0], r.setting): r for r in rows}
+    hf = by.get(("transformers", "batch 1"))
+    loop = next((r for r in rows if r.system.startswith("ONNX Runtime greedy loop")), None)
+    ceiling = next((r for r in rows if r.system.startswith("in-process ceiling")), None)
+    c16 = by.get(("trocr-triton", f"concurrency {ceiling_batch}"))
+    c1 = by.get(("trocr-triton", "concurrency 1"))
+    out = []
+
+    def line(name, value, goal, met):
+        out.append(f"- {name}: {value} (goal {goal}): {'met' if met else 'NOT met'}")
+
+    if c16:
+        batch = c16.server["decoder_mean_batch"]
+        line(f"mean decoder batch at concurrency {ceiling_batch}", f"{batch:.1f}", ">= 8", batch >= 8)
+        if hf:
+            ratio = c16.images_per_s / hf.images_per_s
+            line(
+                f"throughput at concurrency {ceiling_batch} / transformers b1", f"{ratio:.2f}x", ">= 1.7x", ratio >= 1.7
+            )
+        if ceiling:
+            share = c16.images_per_s / ceiling.images_per_s
+            line("throughput / in-process ceiling", f"{share:.0%}", ">= 85%", share >= 0.85)
+    if c1 and loop:
+        overhead = c1.p50_s / loop.p50_s - 1
+        line("median latency at concurrency 1 vs in-process loop", f"{overhead:+.0%}", "<= +15%", overhead <= 0.15)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging()
+    info = ensure_repository(args.model, args.repository)
+    images = image_set(args.images)
+    started = time.monotonic()
+    rows, detail = measure_in_process(args, info, images)
+    rows += measure_server(args, images)
+    table = render(rows)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    print(f"\n{args.model}, {args.tokens} tokens per image (fixed), {len(images)} images; {machine}\n")
+    print(table)
+    for r in rows:
+        if r.server:
+            s = r.server
+            print(
+                f"- {r.setting}: decoder mean batch {s['decoder_mean_batch']:.1f} over {s['decoder_steps']:.0f} steps, "
+                f"encoder mean batch {s['encoder_mean_batch']:.1f}, queue wait {s['queue_wait_mean_s'] * 1e3:.0f} ms, "
+                f"rejected {s['rejected']:.0f}"
+            )
+    print(
+        f"- ceiling parts: encoder b1 {detail['ceiling_encoder_s'] * 1e3:.0f} ms/image, decoder step "
+        f"b{args.ceiling_batch} {detail['ceiling_decoder_step_s'] * 1e3:.1f} ms"
+    )
+    print("\nGoals:")
+    print("\n".join(goals(rows, args.tokens, args.ceiling_batch)))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "tokens": args.tokens,
+                "machine": machine,
+                "rows": [asdict(r) for r in rows],
+                "detail": detail,
+                "elapsed_s": time.monotonic() - started,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
