@@ -9,24 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 SAMPLES = Path(__file__).resolve().parents[2] / "client" / "samples"
-WORDS = (
-    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog",
-    "serving", "triton", "handwriting", "model", "batch",
-)  # fmt: skip
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "serving",
-    "triton",
-    "handwriting",
-    "model",
-    "batch",
-]
+WORDS = "the quick brown fox jumps over lazy dog serving triton handwriting model batch".split()  # noqa: SIM905
 
 
 def from_directory(directory: Path) -> list[bytes]:
