@@ -100,3 +100,36 @@ def test_queue_bound_counts_requests_still_encoding():
         loop.reserve(1)
     loop.release(2)
     loop.reserve(1)
+
+
+def test_encoder_feeder_batches_what_accumulated_during_a_call():
+    from trocr_serving.encode_feeder import EncodeFeeder
+
+    async def encode_batch(pixel_values):
+        await asyncio.sleep(0.02)
+        return pixel_values * 10
+
+    async def scenario():
+        feeder = EncodeFeeder(encode_batch, max_batch=4)
+        first = asyncio.ensure_future(feeder.encode(np.full((1, 2), 1.0)))
+        await asyncio.sleep(0)  # the first call starts alone: no batching delay at low load
+        rest = [asyncio.ensure_future(feeder.encode(np.full((n, 2), float(n)))) for n in (2, 1, 3)]
+        results = await asyncio.gather(first, *rest)
+        return feeder, results
+
+    feeder, results = asyncio.run(scenario())
+    assert feeder.batch_sizes == [1, 3, 3]  # 2+1 waited together; 3 more would exceed max_batch 4
+    assert [r.tolist() for r in results] == [[[10.0, 10.0]], [[20.0, 20.0]] * 2, [[10.0, 10.0]], [[30.0, 30.0]] * 3]
+
+
+def test_encoder_feeder_failure_reaches_every_waiting_request():
+    from trocr_serving.encode_feeder import EncodeFeeder
+
+    async def encode_batch(pixel_values):
+        raise RuntimeError("encoder down")
+
+    async def scenario():
+        feeder = EncodeFeeder(encode_batch, max_batch=4)
+        return await asyncio.gather(*(feeder.encode(np.zeros((1, 2))) for _ in range(3)), return_exceptions=True)
+
+    assert [str(e) for e in asyncio.run(scenario())] == ["encoder down"] * 3
