@@ -136,3 +136,26 @@ def transformers_generate(model_dir: str, images: list[bytes], tokens: int, batc
             model.generate(pixel_values, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1, do_sample=False)
 
     return _timed(f"transformers generate() (PyTorch {torch.__version__.split('+')[0]})", batch, run, calls)
+
+
+def optimum_generate(model_dir: str, cache_dir: Path, images: list[bytes], tokens: int, batch: int, calls: int):
+    """optimum's ORTModelForVision2Seq (its own export: encoder + merged decoder with past) on ONNX Runtime."""
+    from optimum.onnxruntime import ORTModelForVision2Seq
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    exported = cache_dir / f"optimum-{Path(model_dir).name}"
+    if not (exported / "config.json").exists():
+        ORTModelForVision2Seq.from_pretrained(model_dir, export=True).save_pretrained(exported)
+    model = ORTModelForVision2Seq.from_pretrained(exported)
+    processor = AutoProcessor.from_pretrained(model_dir, use_fast=False)
+
+    def run(index: int) -> None:
+        chosen = [images[(index * batch + j) % len(images)] for j in range(batch)]
+        pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in chosen]
+        pixel_values = processor(images=pil, return_tensors="pt").pixel_values
+        model.generate(pixel_values, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1, do_sample=False)
+
+    import onnxruntime
+
+    return _timed(f"optimum ORTModelForVision2Seq (ONNX Runtime {onnxruntime.__version__})", batch, run, calls)

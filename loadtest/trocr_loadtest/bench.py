@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from trocr_build.random_model import default_cache_dir
 from trocr_build.repository import SOURCE_REPOSITORY, ensure_repository
 from trocr_client.logs import configure_logging
 from trocr_loadtest import baselines
@@ -47,11 +48,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="random:small")
     p.add_argument("--repository", type=Path, default=SOURCE_REPOSITORY)
     p.add_argument("--tokens", type=int, default=16, help="generated tokens per image (fixed)")
-    p.add_argument("--concurrency", default="1,16", help="comma-separated client concurrencies")
+    p.add_argument("--concurrency", default="1,4,16,32", help="comma-separated client concurrencies")
     p.add_argument("--duration-s", type=float, default=30.0, help="measured time per concurrency")
     p.add_argument("--warmup-s", type=float, default=5.0)
     p.add_argument("--calls", type=int, default=16, help="timed calls per in-process baseline")
-    p.add_argument("--hf-batches", default="1", help="batch sizes for transformers generate()")
+    p.add_argument("--hf-batches", default="1,8", help="batch sizes for transformers generate() ('' to skip)")
+    p.add_argument("--optimum-batches", default="1,8", help="batch sizes for optimum ('' to skip)")
     p.add_argument("--ceiling-batch", type=int, default=16)
     p.add_argument("--images", default="samples+generated", help="samples, generated, samples+generated or a folder")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "bench.json")
@@ -68,6 +70,12 @@ def measure_in_process(args, info: dict, images: list[bytes]) -> tuple[list[Row]
         LOGGER.info("transformers generate() at batch %d", batch)
         calls = max(2, args.calls // batch)
         rows.append(_row(baselines.transformers_generate(info["source"], images, args.tokens, batch, calls)))
+    for batch in [int(b) for b in args.optimum_batches.split(",") if b]:
+        LOGGER.info("optimum ORTModelForVision2Seq at batch %d", batch)
+        calls = max(2, args.calls // batch)
+        rows.append(
+            _row(baselines.optimum_generate(info["source"], default_cache_dir(), images, args.tokens, batch, calls))
+        )
     graphs = baselines.RepositoryGraphs(args.repository)
     LOGGER.info("in-process ONNX Runtime loop")
     rows.append(_row(baselines.onnxruntime_loop(graphs, images, args.tokens, args.calls)))
