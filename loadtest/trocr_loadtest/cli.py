@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             LOGGER.info("%s: %.2f images/s, p95 %.0f ms", label, summary.images_per_s, summary.latency_s["p95"] * 1e3)
+            for error, message in summary.error_examples.items():
+                LOGGER.warning("%s: %d x %s, e.g. %s", label, summary.errors[error], error, message)
     plan = plan_capacity(points, args.slo_ms / 1e3, args.target_rate, args.headroom, args.slo_percentile)
     print("\n" + render_sweep(rows) + "\n")
     print(render_plan(plan) + "\n")

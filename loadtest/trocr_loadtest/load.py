@@ -60,9 +60,10 @@ class LoadGenerator:
                 protocol.MODEL_NAME, inputs, client_timeout=spec.timeout_s, timeout=int(spec.timeout_s * 1e6)
             )
         except InferenceServerException as exc:
-            return RequestRecord(started, time.monotonic() - started, 1, 0, type(from_triton(exc)).__name__)
+            error = from_triton(exc)
+            return RequestRecord(started, time.monotonic() - started, 1, 0, type(error).__name__, str(error))
         except Exception as exc:  # transport failures count as errors, not crashes
-            return RequestRecord(started, time.monotonic() - started, 1, 0, type(exc).__name__)
+            return RequestRecord(started, time.monotonic() - started, 1, 0, type(exc).__name__, str(exc))
         token_ids = response.as_numpy(protocol.OUTPUT_TOKEN_IDS)
         tokens = int((token_ids != protocol.TOKEN_IDS_PADDING).sum())
         return RequestRecord(started, time.monotonic() - started, 1, tokens)

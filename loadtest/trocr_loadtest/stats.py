@@ -25,6 +25,7 @@ class RequestRecord:
     images: int
     tokens: int
     error: str | None = None  # error type name, None on success
+    message: str | None = None  # the error's message
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Summary:
     tokens_per_s: float
     latency_s: dict[str, float] = field(default_factory=dict)  # p50, p90, p95, p99, max, mean
     errors: dict[str, int] = field(default_factory=dict)
+    error_examples: dict[str, str] = field(default_factory=dict)  # one message per error type
     goodput_images_per_s: float | None = None  # images/s of requests that met the SLO
     slo_s: float | None = None
 
@@ -58,6 +60,7 @@ def summarize(records: list[RequestRecord], duration_s: float, slo_s: float | No
             "mean": sum(latencies) / len(latencies) if latencies else math.nan,
         },
         errors=dict(Counter(r.error for r in records if r.error is not None)),
+        error_examples={r.error: r.message or "" for r in reversed(records) if r.error is not None},
         slo_s=slo_s,
     )
     if slo_s is not None and duration_s > 0:

@@ -48,19 +48,26 @@ def _outputs(response, output_names: list[str]) -> dict[str, np.ndarray]:
         message = pb_utils.get_output_tensor_by_name(response, STATUS_MESSAGE).as_numpy().reshape(-1)[0]
         code = status.as_numpy().reshape(-1)[0].decode()
         raise ModelCallError(message.decode(), getattr(pb_utils.TritonError, code))
-    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names}
+    # Copies: as_numpy() views the response's shared memory, which goes when the response object does.
+    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy().copy() for name in output_names}
 
 
 def infer(model_name: str, inputs: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
     return _outputs(_request(model_name, inputs, output_names).exec(), output_names)
 
 
-def infer_decoupled(
+async def infer_decoupled_async(
     model_name: str, inputs: dict[str, np.ndarray], output_names: list[str], timeout_us: int = 0
 ) -> dict[str, np.ndarray]:
-    """Call a decoupled model that answers with one response carrying the outputs."""
+    """Call a decoupled model that answers with one response carrying the outputs.
+
+    Awaited, never the blocking `exec(decoupled=True)`: blocking the stub's main thread in that call made
+    Triton 2.51 report the stub "not healthy" for about 1% of requests at 4 concurrent clients (15% with 4
+    instances), and it was 9x slower; with async_exec, 0 errors in 5739 requests.
+    """
     outputs = None
-    for response in _request(model_name, inputs, output_names, timeout_us).exec(decoupled=True):
+    responses = await _request(model_name, inputs, output_names, timeout_us).async_exec(decoupled=True)
+    for response in responses:
         if response.has_error() or response.output_tensors():
             outputs = _outputs(response, output_names)
     if outputs is None:

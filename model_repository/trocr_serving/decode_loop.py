@@ -65,6 +65,12 @@ class DecodeLoop:
         self._tickets: set[Ticket] = set()
         self._last_cancel_check = 0.0
 
+    def close(self) -> None:
+        """Stop the stepping task and the decoder thread (at model unload)."""
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
     def reserve(self, rows: int) -> None:
         """Claim queue room before the (costly) encoding, or raise QueueFullError."""
         waiting = self.pending_rows + self.batcher.queued_rows

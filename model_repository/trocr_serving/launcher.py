@@ -79,8 +79,15 @@ sys.path[:] = [p for p in sys.path if p not in _before] + _before
 '''
 
 
+def environment_paths() -> list[str]:
+    """This interpreter's import path without its standard library: the stub brings its own libpython, and
+    loading another build's stdlib C modules (lib-dynload) into it crashes the stub."""
+    stdlib = Path(os.__file__).resolve().parent  # holds lib-dynload too; the stdlib zip is not a directory
+    return [p for p in sys.path if p and Path(p).is_dir() and not Path(p).resolve().is_relative_to(stdlib)]
+
+
 def _site_module_source() -> str:
-    return _SITE_MODULE_TEMPLATE.format(paths=[p for p in sys.path if p and Path(p).is_dir()])
+    return _SITE_MODULE_TEMPLATE.format(paths=environment_paths())
 
 
 def models_in(repository: Path) -> list[str]:

@@ -24,6 +24,12 @@ def _family(name: str, description: str, kind) -> pb_utils.MetricFamily:
     return _FAMILIES[name]
 
 
+def release_families() -> None:
+    """Call from finalize(), after the model dropped its Metric objects: the backend requires Metrics to go
+    before their MetricFamily, and leaving it to interpreter teardown crashes the stub at shutdown."""
+    _FAMILIES.clear()
+
+
 def histogram(name: str, description: str, buckets: list[float], labels: dict[str, str]):
     return _family(name, description, pb_utils.MetricFamily.HISTOGRAM).Metric(labels=labels, buckets=buckets)
 

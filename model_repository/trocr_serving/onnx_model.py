@@ -16,7 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from trocr_serving.bls import error_response, model_parameters
-from trocr_serving.metrics import BatchSizeMetric
+from trocr_serving.metrics import BatchSizeMetric, release_families
 from trocr_serving.onnx_runtime import GraphRunner
 
 LOGGER = logging.getLogger(__name__)
@@ -34,6 +34,10 @@ class OnnxGraphModel:
         declared = {tensor["name"] for tensor in config["input"]}
         if declared != set(self.runner.input_names):
             raise ValueError(f"{config['name']}: config inputs {declared} != graph inputs {self.runner.input_names}")
+
+    def finalize(self) -> None:
+        del self.batch_size_metric
+        release_families()
 
     def execute(self, requests: list) -> list:
         groups: dict[tuple, list[int]] = defaultdict(list)

@@ -27,7 +27,7 @@ from trocr_serving.batcher import ContinuousBatcher, QueueFullError
 from trocr_serving.bls import model_parameters, status_response
 from trocr_serving.decode_loop import DeadlineExceededError, DecodeLoop, RequestCancelledError, Ticket
 from trocr_serving.encode_feeder import EncodeFeeder
-from trocr_serving.metrics import SchedulerMetrics
+from trocr_serving.metrics import SchedulerMetrics, release_families
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
 
@@ -85,6 +85,12 @@ class TritonPythonModel:
             return out[names.LOG_PROBS], out[names.NEW_KEY_VALUES]
 
         self.loop = DecodeLoop(batcher, run_decoder, self.metrics)
+
+    def finalize(self):
+        self.loop.close()
+        self.loop.metrics = None
+        del self.metrics
+        release_families()
 
     async def execute(self, requests):
         await asyncio.gather(*(self._serve(request) for request in requests))

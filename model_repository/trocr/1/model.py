@@ -3,7 +3,7 @@
 Each instance validates and decodes the images of a request, preprocesses them exactly as the model's
 image processor does, and forwards them over BLS to the decoupled `scheduler`, which batches the decoder
 steps of all requests together; then it detokenizes. Several instances run side by side (Triton runs one
-execute() per instance at a time), so concurrent requests meet in the scheduler. A request with a bad
+execute() per instance at a time, even an async one), so concurrent requests meet in the scheduler. A request with a bad
 image or parameter gets its own INVALID_ARG error.
 """
 
@@ -20,7 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 from trocr_client import protocol
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.bls import ModelCallError, error_response, infer_decoupled
+from trocr_serving.bls import ModelCallError, error_response, infer_decoupled_async
 from trocr_serving.detokenizer import Detokenizer
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
 from trocr_serving.preprocessing import preprocess
@@ -40,10 +40,13 @@ class TritonPythonModel:
         self.config = PipelineConfig.load(model_dir)
         self.detokenizer = Detokenizer(model_dir / TOKENIZER_FILE, self.config.clean_up_tokenization_spaces)
 
-    def execute(self, requests):
-        return [self._serve(request) for request in requests]
+    def finalize(self):
+        del self.detokenizer
 
-    def _serve(self, request):
+    async def execute(self, requests):
+        return [await self._serve(request) for request in requests]
+
+    async def _serve(self, request):
         try:
             job = parse_request(
                 pb_utils.get_input_tensor_by_name(request, protocol.INPUT_IMAGE).as_numpy(),
@@ -55,7 +58,7 @@ class TritonPythonModel:
             inputs = sp.request_arrays(
                 preprocess(job.images, self.config.image), job.max_new_tokens, job.num_beams, job.ignore_eos
             )
-            outputs = infer_decoupled(sp.MODEL_NAME, inputs, list(sp.OUTPUTS), timeout_us=request.timeout())
+            outputs = await infer_decoupled_async(sp.MODEL_NAME, inputs, list(sp.OUTPUTS), timeout_us=request.timeout())
         except InvalidRequestError as exc:
             return error_response(str(exc), "INVALID_ARG")
         except ModelCallError as exc:
