@@ -33,6 +33,14 @@ from trocr_serving.pipeline_config import PipelineConfig
 
 LOGGER = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# Requests refused or ended early: (exception type, status code, trocr_requests_rejected_total reason).
+REFUSAL_OUTCOMES = (
+    (QueueFullError, "UNAVAILABLE", "queue_full"),
+    (RequestCancelledError, "CANCELLED", "cancelled"),
+    (DeadlineExceededError, "UNAVAILABLE", "deadline"),
+    (ValueError, "INVALID_ARG", "invalid"),
+)
+REFUSALS = tuple(kind for kind, _, _ in REFUSAL_OUTCOMES)
 
 
 class TritonMetrics:
@@ -100,18 +108,10 @@ class TritonPythonModel:
         sender = request.get_response_sender()
         try:
             response = await self._transcribe(request)
-        except QueueFullError as exc:
-            self.metrics.m.rejected["queue_full"].increment(1)
-            response = status_response(str(exc), "UNAVAILABLE")
-        except ValueError as exc:
-            self.metrics.m.rejected["invalid"].increment(1)
-            response = status_response(str(exc), "INVALID_ARG")
-        except RequestCancelledError as exc:
-            self.metrics.m.rejected["cancelled"].increment(1)
-            response = status_response(str(exc), "CANCELLED")
-        except DeadlineExceededError as exc:
-            self.metrics.m.rejected["deadline"].increment(1)
-            response = status_response(str(exc), "UNAVAILABLE")
+        except REFUSALS as exc:
+            code, reason = next(outcome for kind, *outcome in REFUSAL_OUTCOMES if isinstance(exc, kind))
+            self.metrics.m.rejected[reason].increment(1)
+            response = status_response(str(exc), code)
         except Exception as exc:
             LOGGER.exception("scheduler failed")
             response = status_response(f"scheduler failed: {exc}", "INTERNAL")
