@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for g in generator:
         print(
             f"load generator at {g['setting']}: {g['max_in_flight']} in flight at most, "
-            f"{g['cpu_percent_of_one_core']:.0f}% of one core"
+            f"{g['cpu_percent_of_one_core']:.1f}% of one core"
         )
     write_json(
         output / "sweep.json",

@@ -74,29 +74,41 @@ class LoadGenerator:
         in_flight = 0
         max_in_flight = 0
         async with grpcaio.InferenceServerClient(self.url) as client:
-            began = time.monotonic()
-            measure_from = began + spec.warmup_s
-            stop_at = measure_from + spec.duration_s
+            # The measured window opens after the warm-up time and, in closed loop, once as many requests
+            # have completed as are in flight (a cold start of slow requests is not steady state).
+            window = {"from": None, "to": None}
+            warmup_until = time.monotonic() + spec.warmup_s
+            completions_to_warm = spec.concurrency or 0
+            completed = 0
+
+            def open_window_if_warm(now: float) -> None:
+                if window["from"] is None and now >= warmup_until and completed >= completions_to_warm:
+                    window["from"], window["to"] = now, now + spec.duration_s
 
             def done() -> bool:
-                return time.monotonic() >= stop_at or (
+                now = time.monotonic()
+                open_window_if_warm(now)
+                return (window["to"] is not None and now >= window["to"]) or (
                     spec.max_requests is not None and len(records) >= spec.max_requests
                 )
 
             async def send() -> None:
-                nonlocal in_flight, max_in_flight
+                nonlocal in_flight, max_in_flight, completed
                 in_flight += 1
                 max_in_flight = max(max_in_flight, in_flight)
                 try:
                     record = await self._one(client, spec, rng.choice(self.images))
                 finally:
                     in_flight -= 1
+                completed += 1
                 # Completions inside the measured window count, whenever they started: counting only
                 # requests that start and end inside it would under-count by latency / window.
-                if measure_from <= record.start_s + record.latency_s and not done():
+                finished = record.start_s + record.latency_s
+                if window["from"] is not None and window["from"] <= finished and not done():
                     records.append(record)
                     if self.progress:
                         self.progress(len(records))
+                open_window_if_warm(time.monotonic())
 
             if spec.concurrency is not None:
 
@@ -115,7 +127,7 @@ class LoadGenerator:
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 await asyncio.gather(*tasks)
-        measured_s = min(time.monotonic(), stop_at) - measure_from
+        measured_s = min(time.monotonic(), window["to"] or 0.0) - (window["from"] or 0.0)
         return LoadResult(spec, records, max(measured_s, 1e-9), max_in_flight)
 
 
