@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     ensure_repository(args.model, args.repository, args.rebuild)
     images = args.images or sorted(p for p in SAMPLES.iterdir() if p.is_file())
-    with TritonServer(args.repository) as server, TrOCRClient(server.grpc_url) as client:
+    # Nothing is in flight when the demo stops: a short exit timeout (see README, Known limitations).
+    with TritonServer(args.repository, exit_timeout_s=5) as server, TrOCRClient(server.grpc_url) as client:
         started = time.perf_counter()
         results = client.transcribe(images)
         elapsed_s = time.perf_counter() - started

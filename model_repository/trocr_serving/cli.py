@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
     p.add_argument("--startup-timeout-s", type=float, default=300.0)
+    p.add_argument("--exit-timeout-s", type=int, default=30, help="time in-flight requests get when stopping")
     return p
 
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         ports=Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port),
         log_verbose=args.log_verbose,
+        exit_timeout_s=args.exit_timeout_s,
     )
     stopping = False
 

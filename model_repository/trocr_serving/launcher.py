@@ -27,7 +27,7 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 300.0
-STOP_TIMEOUT_S = 30.0
+STOP_GRACE_S = 15.0  # beyond Triton's own exit timeout, before SIGKILL
 PORT_RETRIES = 3
 # Shared memory for tensors between the server and its Python models: the cross-attention keys/values
 # of a batch of images run to tens of MB, so start big rather than grow 1 MB at a time.
@@ -117,6 +117,7 @@ class TritonServer:
         log_file: Path | None = None,
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
+        exit_timeout_s: int = 30,
     ):
         self.model_repository = Path(model_repository).resolve()
         self.host = host
@@ -125,6 +126,8 @@ class TritonServer:
         self.log_file = log_file
         self.log_verbose = log_verbose
         self.extra_args = extra_args
+        # How long Triton lets in-flight requests finish and models unload when stopping.
+        self.exit_timeout_s = exit_timeout_s
         self.process: subprocess.Popen | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._log_handle = None
@@ -164,6 +167,7 @@ class TritonServer:
             f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
             "--exit-on-error=true",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
             "--strict-readiness=true",
             f"--log-verbose={self.log_verbose}",
             *self.extra_args,
@@ -238,10 +242,11 @@ class TritonServer:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM (Triton then unloads models and exits), then SIGKILL if it has not exited in time."""
+    def stop(self) -> None:
+        """SIGTERM (Triton then drains, unloads models and exits), then SIGKILL if it has not exited in time."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            timeout_s = self.exit_timeout_s + STOP_GRACE_S
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

@@ -34,7 +34,7 @@ class Served:
 
 
 def _serve(built: Built):
-    server = TritonServer(built.repository, log_file=built.repository / "tritonserver.log")
+    server = TritonServer(built.repository, log_file=built.repository / "tritonserver.log", exit_timeout_s=5)
     server.start(timeout_s=180)
     try:
         yield Served(server, built)
