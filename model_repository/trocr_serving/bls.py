@@ -52,10 +52,6 @@ def _outputs(response, output_names: list[str]) -> dict[str, np.ndarray]:
     return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy().copy() for name in output_names}
 
 
-def infer(model_name: str, inputs: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-    return _outputs(_request(model_name, inputs, output_names).exec(), output_names)
-
-
 async def infer_decoupled_async(
     model_name: str, inputs: dict[str, np.ndarray], output_names: list[str], timeout_us: int = 0
 ) -> dict[str, np.ndarray]:
