@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,12 +206,13 @@ def build_random_model(spec: RandomModelSpec) -> tuple[VisionEncoderDecoderModel
 
 
 def save_random_model(spec: RandomModelSpec, directory: Path) -> None:
+    """Write into a private folder, then rename: a concurrent process never sees a half-written model."""
     model, processor = build_random_model(spec)
-    tmp = directory.with_name(directory.name + ".tmp")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    tmp.replace(directory) if not directory.exists() else None
-    if tmp.exists():  # another process made it first
-        import shutil
-
+    try:
+        tmp.rename(directory)
+    except OSError:  # another process made it first
         shutil.rmtree(tmp)

@@ -144,7 +144,7 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def goals(rows: list[Row], tokens: int, ceiling_batch: int) -> list[str]:
+def goals(rows: list[Row], ceiling_batch: int) -> list[str]:
     """The continuous-batching goals (issue 3), each as measured, met or not. Printed, never asserted."""
     by = {(r.system.split(" ")[0], r.setting): r for r in rows}
     hf = by.get(("transformers", "batch 1"))
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         f"b{args.ceiling_batch} {detail['ceiling_decoder_step_s'] * 1e3:.1f} ms"
     )
     print("\nGoals:")
-    print("\n".join(goals(rows, args.tokens, args.ceiling_batch)))
+    print("\n".join(goals(rows, args.ceiling_batch)))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         json.dumps(

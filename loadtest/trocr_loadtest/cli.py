@@ -64,8 +64,8 @@ def parser() -> argparse.ArgumentParser:
 class Progress:
     """One status line on stderr, redrawn at most twice a second."""
 
-    def __init__(self, label: str, duration_s: float, enabled: bool):
-        self.label, self.duration_s, self.enabled = label, duration_s, enabled
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
         self.started = time.monotonic()
         self.last = 0.0
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, spec in settings(args):
             before = _scrape(metrics_url)
             cpu_before, wall_before = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-            progress = Progress(label, spec.duration_s, sys.stderr.isatty())
+            progress = Progress(label, sys.stderr.isatty())
             result = run_load(url, images, spec, progress)
             progress.close()
             usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -90,7 +90,7 @@ def test_metrics_report_batched_steps_and_tokens(tiny):
 
 
 @pytest.fixture(scope="module")
-def constrained(tmp_path_factory, built_tiny):
+def constrained(tmp_path_factory):
     """random:tiny with one decoder row and one queued row: the third concurrent request is refused."""
     repository = tmp_path_factory.mktemp("constrained")
     options = ServingOptions(max_active_sequences=1, max_queued_sequences=1, trocr_instances=6)
