@@ -41,9 +41,20 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class QueuePolicy:
+    """Triton's bound on the queue in front of a model: beyond `max_queue_size` requests, or past a request's
+    timeout while queued, requests are refused at once with UNAVAILABLE (timeout_action REJECT)."""
+
+    max_queue_size: int
+    default_timeout_us: int = 0  # for requests without the KServe `timeout` parameter; 0: none
+    allow_timeout_override: bool = True
+
+
+@dataclass(frozen=True)
 class DynamicBatching:
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
+    queue_policy: QueuePolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,9 @@ class ModelConfig:
             not 0 < size <= self.max_batch_size for size in self.dynamic_batching.preferred_batch_sizes
         ):
             raise ModelConfigError(f"{self.name}: preferred_batch_sizes must lie in 1..max_batch_size")
+        queue = self.dynamic_batching.queue_policy if self.dynamic_batching else None
+        if queue is not None and (queue.max_queue_size < 1 or queue.default_timeout_us < 0):
+            raise ModelConfigError(f"{self.name}: queue_policy needs max_queue_size >= 1 and default_timeout_us >= 0")
         if not self.inputs or not self.outputs:
             raise ModelConfigError(f"{self.name}: a model needs at least one input and one output")
         seen: set[str] = set()
@@ -98,6 +112,13 @@ class ModelConfig:
         if self.dynamic_batching is not None:
             config.dynamic_batching.max_queue_delay_microseconds = self.dynamic_batching.max_queue_delay_us
             config.dynamic_batching.preferred_batch_size.extend(self.dynamic_batching.preferred_batch_sizes)
+            queue = self.dynamic_batching.queue_policy
+            if queue is not None:
+                policy = config.dynamic_batching.default_queue_policy
+                policy.max_queue_size = queue.max_queue_size
+                policy.timeout_action = pb.ModelQueuePolicy.REJECT
+                policy.default_timeout_microseconds = queue.default_timeout_us
+                policy.allow_timeout_override = queue.allow_timeout_override
         if self.decoupled:
             config.model_transaction_policy.decoupled = True
         for key, value in sorted(self.parameters.items()):

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoProcessor, VisionEncoderDecoderModel
 
 from trocr_build.export import Dimensions, export_decoder, export_encoder, validate_against_reference
-from trocr_build.model_config import DynamicBatching, ModelConfig, Tensor
+from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
 from trocr_build.random_model import is_random_model, random_model_dir
 from trocr_client import protocol
 from trocr_serving import graph_names as names
@@ -35,7 +35,7 @@ SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL_NAMES = ("encoder", "decoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 BUILD_INFO_FILE = "build_info.json"
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 2
+REPOSITORY_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,23 @@ class ServingOptions:
     decoder_max_batch_size: int = 64
     decoder_queue_delay_us: int = 500
     trocr_max_batch_size: int = protocol.MAX_IMAGES_PER_REQUEST
-    # Front instances: each serves one request at a time, so this bounds the requests in flight at once
-    # (more wait in Triton's queue, visible as nv_inference_queue_duration_us).
-    trocr_instances: int = 16
+    # Front instances: each serves any number of requests at once (one task per request, answered through its
+    # response sender); more instances spread image decoding over more cores.
+    trocr_instances: int = 2
+    # Triton's queue in front of `trocr`: it only fills while every front instance is busy starting requests;
+    # beyond this many requests, UNAVAILABLE at once.
+    trocr_max_queue_size: int = 64
+    # The deadline of a request that brings no KServe `timeout` parameter, counted from its arrival: past it
+    # the request fails with UNAVAILABLE and its decoder rows are freed, so work for a client that left ends.
+    default_request_timeout_s: float = 60.0
     max_active_sequences: int = 64  # decoder rows in the running batch (beam search takes num_beams rows)
-    max_queued_sequences: int = 256  # rows waiting for a free row; beyond, requests get UNAVAILABLE
+    # Rows waiting for a free decoder row or for the encoder; beyond, requests get UNAVAILABLE at once. One
+    # running batch's worth: a request admitted to the queue starts within about one generation time.
+    max_queued_sequences: int = 64
+    # One request's share of the decoder: rows it may hold at once while others wait, and its total work in
+    # beam-tokens (images x num_beams x max_new_tokens; beyond: INVALID_ARGUMENT naming the limit).
+    max_request_rows: int = 16
+    max_request_row_tokens: int = 8192
     max_cache_bytes: int = 2 * 1024**3  # caps max_active_sequences by cross-attention + self-attention cache
     intra_op_threads: int = 0  # 0: one per core
 
@@ -159,6 +171,8 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
             "encoder_max_batch_size": str(options.encoder_max_batch_size),
             "max_active_sequences": str(options.max_active_sequences),
             "max_queued_sequences": str(options.max_queued_sequences),
+            "max_request_rows": str(options.max_request_rows),
+            "max_request_row_tokens": str(options.max_request_row_tokens),
             "max_cache_bytes": str(options.max_cache_bytes),
             **threads,
         },
@@ -179,6 +193,13 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
             Tensor(protocol.OUTPUT_TOKEN_IDS, "INT32", (-1,)),
         ),
         instance_count=options.trocr_instances,
+        dynamic_batching=DynamicBatching(
+            queue_policy=QueuePolicy(
+                max_queue_size=options.trocr_max_queue_size,
+                default_timeout_us=int(options.default_request_timeout_s * 1e6),
+            )
+        ),
+        parameters={"default_timeout_us": str(int(options.default_request_timeout_s * 1e6))},
     )
     return [encoder, decoder, scheduler, trocr]
 

@@ -11,7 +11,7 @@ decoder as a view, without a copy. When rows are freed, the last rows move into 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from trocr_serving import graph_names as names
 from trocr_serving.pipeline_config import DecoderShape
+from trocr_serving.refusals import InvalidRequestError, QueueFullError
 from trocr_serving.search import BeamSearch, GreedySearch
 
 
@@ -28,7 +29,8 @@ class SequenceGroup:
 
     search: GreedySearch | BeamSearch
     cross_key_values: np.ndarray | None  # [layers, 2, heads, encoder_seq_len, head_dim], dropped once admitted
-    tag: Any = None  # the caller's handle (future, request)
+    request: Any = None  # the request this image belongs to (its groups share it); None: a request of its own
+    future: Any = None  # where the caller awaits the result
     rows: list[int] = field(default_factory=list)
     length: int = 0  # tokens in the cache
 
@@ -36,15 +38,27 @@ class SequenceGroup:
     def width(self) -> int:
         return self.search.width
 
-
-class QueueFullError(RuntimeError):
-    """More images are waiting than the configured bound: retry later."""
+    @property
+    def owner(self) -> int:
+        """Identifies the request: groups of one request share it."""
+        return id(self.request if self.request is not None else self)
 
 
 class ContinuousBatcher:
-    def __init__(self, shape: DecoderShape, max_rows: int, max_cache_len: int, max_queued: int, start_token: int):
+    def __init__(
+        self,
+        shape: DecoderShape,
+        max_rows: int,
+        max_cache_len: int,
+        max_queued: int,
+        start_token: int,
+        max_request_rows: int | None = None,
+    ):
         self.shape = shape
         self.max_rows = max_rows
+        # Rows one request may hold at once while others wait (its first image is always admitted), so that a
+        # large beam-search request cannot take every row for minutes.
+        self.max_request_rows = max_request_rows or max_rows
         self.max_cache_len = max_cache_len
         self.max_queued = max_queued
         self.start_token = start_token
@@ -68,21 +82,32 @@ class ContinuousBatcher:
         return sum(group.width for group in self.waiting)
 
     def submit(self, groups: list[SequenceGroup]) -> None:
-        """Queue the images of one request, all or none."""
+        """Queue the images of one request, all or none (an empty queue takes any request)."""
         width = sum(group.width for group in groups)
         if any(group.width > self.max_rows for group in groups):
-            raise ValueError(f"num_beams exceeds the {self.max_rows} rows the scheduler has")
-        if self.queued_rows + width > self.max_queued:
+            raise InvalidRequestError(f"num_beams exceeds the {self.max_rows} decoder rows the server has")
+        if self.queued_rows and self.queued_rows + width > self.max_queued:
             raise QueueFullError(
                 f"server busy: {self.queued_rows} sequences already wait (bound {self.max_queued}); retry later"
             )
         self.waiting.extend(groups)
 
     def admit(self) -> list[SequenceGroup]:
-        """Move waiting groups into free rows, first come first served."""
+        """Move waiting groups into free rows, first come first served, each request up to its share of rows.
+
+        A group that does not fit in the free rows stops the scan (so wide beam groups are not starved); a group
+        whose request already holds its share is passed over for the next request's."""
         admitted = []
-        while self.waiting and self.active_rows + self.waiting[0].width <= self.max_rows:
-            group = self.waiting.popleft()
+        held = Counter()
+        for group in self.groups:
+            held[group.owner] += group.width
+        for group in list(self.waiting):
+            if self.active_rows + group.width > self.max_rows:
+                break
+            if held[group.owner] and held[group.owner] + group.width > self.max_request_rows:
+                continue
+            held[group.owner] += group.width
+            self.waiting.remove(group)
             group.rows = list(range(self.active_rows, self.active_rows + group.width))
             self.active_rows += group.width
             for row in group.rows:

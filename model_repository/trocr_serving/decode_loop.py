@@ -17,21 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trocr_serving import graph_names as names
-from trocr_serving.batcher import ContinuousBatcher, QueueFullError, SequenceGroup
+from trocr_serving.batcher import ContinuousBatcher, SequenceGroup
+from trocr_serving.refusals import DeadlineExceededError, QueueFullError, RequestCancelledError
 from trocr_serving.search import SearchParams, SearchResult, new_search
 
 LOGGER = logging.getLogger(__name__)
 CANCEL_CHECK_INTERVAL_S = 0.05
 
 DecoderRun = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
-
-
-class RequestCancelledError(RuntimeError):
-    pass
-
-
-class DeadlineExceededError(RuntimeError):
-    pass
 
 
 class NullMetrics:
@@ -72,9 +65,10 @@ class DecodeLoop:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def reserve(self, rows: int) -> None:
-        """Claim queue room before the (costly) encoding, or raise QueueFullError."""
+        """Claim queue room before the (costly) encoding, or raise QueueFullError. An empty queue takes any
+        request, so a request larger than the bound waits its turn instead of being refused for ever."""
         waiting = self.pending_rows + self.batcher.queued_rows
-        if waiting + rows > self.batcher.max_queued:
+        if waiting and waiting + rows > self.batcher.max_queued:
             raise QueueFullError(
                 f"server busy: {waiting} sequences already wait (bound {self.batcher.max_queued}); retry later"
             )
@@ -90,7 +84,7 @@ class DecodeLoop:
         self._ensure_running()
         loop = asyncio.get_running_loop()
         ticket.groups = [
-            SequenceGroup(new_search(p), cross, tag=(loop.create_future(), ticket))
+            SequenceGroup(new_search(p), cross, request=ticket, future=loop.create_future())
             for cross, p in zip(cross_key_values, params)
         ]
         self.release(reserved_rows)
@@ -98,7 +92,7 @@ class DecodeLoop:
         self._tickets.add(ticket)
         self._wake.set()
         try:
-            return list(await asyncio.gather(*(group.tag[0] for group in ticket.groups)))
+            return list(await asyncio.gather(*(group.future for group in ticket.groups)))
         finally:
             self._tickets.discard(ticket)
             for group in ticket.groups:
@@ -114,7 +108,7 @@ class DecodeLoop:
         while True:
             now = time.monotonic()
             for group in self.batcher.admit():
-                self.metrics.admitted(now - group.tag[1].arrived)
+                self.metrics.admitted(now - group.request.arrived)
             self.metrics.occupancy(self.batcher.active_rows, self.batcher.queued_rows)
             if not self.batcher.groups:
                 self._wake.clear()
@@ -132,14 +126,14 @@ class DecodeLoop:
             self.metrics.step(rows)
             self.metrics.tokens(rows)
             for group in self.batcher.apply(log_probs, new_key_values):
-                future = group.tag[0]
+                future = group.future
                 if not future.done():
                     future.set_result(group.search.result())
             self._expire_tickets()
 
     def _fail(self, group: SequenceGroup, error: Exception) -> None:
         self.batcher.remove(group)
-        future = group.tag[0]
+        future = group.future
         if not future.done():
             future.set_exception(error)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
+from trocr_serving.refusals import REASONS
+
 # Batch sizes: from 1 (no batching) to the largest decoder batch the scheduler allows (64 rows by default).
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]
 # Queue wait: from sub-millisecond (free rows) to the tens of seconds an overloaded server may make a request wait.
@@ -59,7 +61,7 @@ class SchedulerMetrics:
         self.tokens_generated = counter("tokens_generated_total", "Tokens generated (all beams)", labels)
         self.rejected = {
             reason: counter("requests_rejected_total", "Requests refused", {**labels, "reason": reason})
-            for reason in ("queue_full", "invalid", "cancelled", "deadline")
+            for reason in REASONS
         }
 
 

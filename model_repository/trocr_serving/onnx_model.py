@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils
 from trocr_serving.bls import error_response, model_parameters
 from trocr_serving.metrics import BatchSizeMetric, release_families
 from trocr_serving.onnx_runtime import GraphRunner
+from trocr_serving.refusals import Refusal
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class OnnxGraphModel:
             except Exception as exc:  # one failing group must not fail the others
                 LOGGER.exception("ONNX Runtime failed")
                 for index in members:
-                    responses[index] = error_response(f"ONNX Runtime failed: {exc}", "INTERNAL")
+                    responses[index] = error_response(Refusal(f"ONNX Runtime failed: {exc}"))
         return responses
 
     def _run_group(self, requests, inputs, members, responses) -> None:

@@ -10,10 +10,7 @@ from PIL import Image
 from trocr_client import protocol
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import InvalidImageError, decode_image
-
-
-class InvalidRequestError(ValueError):
-    """The request cannot be served as sent; the message names the input and the problem."""
+from trocr_serving.refusals import InvalidRequestError
 
 
 @dataclass
@@ -26,7 +23,7 @@ class Job:
     ignore_eos: np.ndarray
 
 
-def _per_row(name: str, values: np.ndarray | None, rows: int, default, low: int, high: int) -> np.ndarray:
+def per_row(name: str, values: np.ndarray | None, rows: int, default, low: int, high: int) -> np.ndarray:
     """One value per image: the default when absent, else checked against low..high."""
     if values is None:
         return np.full(rows, default)
@@ -50,11 +47,11 @@ def parse_request(
     if encoded.size == 0:
         raise InvalidRequestError(f"{protocol.INPUT_IMAGE} is empty: send at least one image")
     rows, defaults = encoded.size, config.generation
-    tokens = _per_row(
+    tokens = per_row(
         protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens, rows, defaults.max_new_tokens, 1, config.max_new_tokens_limit
     )
-    beams = _per_row(protocol.INPUT_NUM_BEAMS, num_beams, rows, defaults.num_beams, 1, protocol.MAX_NUM_BEAMS)
-    ignore = _per_row(protocol.INPUT_IGNORE_EOS, ignore_eos, rows, False, 0, 1).astype(bool)
+    beams = per_row(protocol.INPUT_NUM_BEAMS, num_beams, rows, defaults.num_beams, 1, protocol.MAX_NUM_BEAMS)
+    ignore = per_row(protocol.INPUT_IGNORE_EOS, ignore_eos, rows, False, 0, 1).astype(bool)
     decoded = []
     for index, data in enumerate(encoded):
         if not isinstance(data, bytes | bytearray | np.bytes_):

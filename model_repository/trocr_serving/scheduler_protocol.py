@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from trocr_client import protocol
 from trocr_serving import graph_names as names
-from trocr_serving.pipeline_config import GenerationDefaults
+from trocr_serving.pipeline_config import PipelineConfig
+from trocr_serving.refusals import InvalidRequestError
+from trocr_serving.requests import per_row
 from trocr_serving.search import SearchParams, SearchResult
 
 MODEL_NAME = "scheduler"
@@ -30,7 +34,16 @@ def request_arrays(pixel_values, max_new_tokens, num_beams, ignore_eos) -> dict[
     }
 
 
-def search_params(inputs: dict[str, np.ndarray], defaults: GenerationDefaults) -> list[SearchParams]:
+def search_params(inputs: dict[str, np.ndarray], config: PipelineConfig) -> list[SearchParams]:
+    """One SearchParams per image, checked like the public model's parameters: the scheduler is reachable
+    over gRPC streaming too, and must hold its own bounds."""
+    rows = len(inputs[names.PIXEL_VALUES])
+    if not 1 <= rows <= protocol.MAX_IMAGES_PER_REQUEST:
+        raise InvalidRequestError(f"{rows} images in one request: send 1..{protocol.MAX_IMAGES_PER_REQUEST}")
+    tokens = per_row(MAX_NEW_TOKENS, inputs[MAX_NEW_TOKENS], rows, None, 1, config.max_new_tokens_limit)
+    beams = per_row(NUM_BEAMS, inputs[NUM_BEAMS], rows, None, 1, protocol.MAX_NUM_BEAMS)
+    ignore = per_row(IGNORE_EOS, inputs[IGNORE_EOS], rows, None, 0, 1)
+    defaults = config.generation
     return [
         SearchParams(
             max_new_tokens=int(tokens),
@@ -42,8 +55,29 @@ def search_params(inputs: dict[str, np.ndarray], defaults: GenerationDefaults) -
             no_repeat_ngram_size=defaults.no_repeat_ngram_size,
             ignore_eos=bool(ignore),
         )
-        for tokens, beams, ignore in zip(inputs[MAX_NEW_TOKENS], inputs[NUM_BEAMS], inputs[IGNORE_EOS])
+        for tokens, beams, ignore in zip(tokens, beams, ignore)
     ]
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask of the decoder, so that it cannot hold every row for minutes."""
+
+    max_rows: int  # decoder rows of the server: a wider image (num_beams) can never run
+    max_row_tokens: int  # sum over the images of num_beams x max_new_tokens
+
+    def check(self, params: list[SearchParams]) -> None:
+        widest = max(p.num_beams for p in params)
+        if widest > self.max_rows:
+            raise InvalidRequestError(
+                f"num_beams={widest} needs {widest} decoder rows; the server has {self.max_rows}: use fewer beams"
+            )
+        row_tokens = sum(p.num_beams * p.max_new_tokens for p in params)
+        if row_tokens > self.max_row_tokens:
+            raise InvalidRequestError(
+                f"request asks for {row_tokens} beam-tokens (images x num_beams x max_new_tokens); the limit per "
+                f"request is {self.max_row_tokens}: split the request or lower num_beams or max_new_tokens"
+            )
 
 
 def padded_token_ids(results: list[SearchResult]) -> np.ndarray:

@@ -8,9 +8,10 @@ import pytest
 from tests.images import sample_paths, text_line
 from tests.reference import pixel_values_of, reference_generate
 from trocr_serving import graph_names as names
-from trocr_serving.batcher import ContinuousBatcher, QueueFullError, SequenceGroup
+from trocr_serving.batcher import ContinuousBatcher, SequenceGroup
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
+from trocr_serving.refusals import QueueFullError
 from trocr_serving.search import SearchParams, new_search
 
 

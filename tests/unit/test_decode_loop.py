@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from trocr_serving import graph_names as names
-from trocr_serving.batcher import ContinuousBatcher, QueueFullError
-from trocr_serving.decode_loop import DeadlineExceededError, DecodeLoop, RequestCancelledError, Ticket
+from trocr_serving.batcher import ContinuousBatcher
+from trocr_serving.decode_loop import DecodeLoop, Ticket
 from trocr_serving.pipeline_config import DecoderShape
+from trocr_serving.refusals import DeadlineExceededError, QueueFullError, RequestCancelledError
 from trocr_serving.search import SearchParams
 
 SHAPE = DecoderShape(num_layers=1, num_heads=1, head_dim=2, vocab_size=5, encoder_seq_len=3, max_positions=200)

@@ -5,7 +5,8 @@ import pytest
 
 from tests.images import NOT_AN_IMAGE, text_line
 from trocr_serving.pipeline_config import DecoderShape, GenerationDefaults, ImageConfig, PipelineConfig
-from trocr_serving.requests import InvalidRequestError, parse_request
+from trocr_serving.refusals import InvalidRequestError
+from trocr_serving.requests import parse_request
 
 CONFIG = PipelineConfig(
     source_model="test",

@@ -20,27 +20,19 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trocr_client import protocol
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.batcher import ContinuousBatcher, QueueFullError
-from trocr_serving.bls import model_parameters, status_response
-from trocr_serving.decode_loop import DeadlineExceededError, DecodeLoop, RequestCancelledError, Ticket
+from trocr_serving.batcher import ContinuousBatcher
+from trocr_serving.bls import ModelWatch, check_response, model_parameters, output_array, status_response
+from trocr_serving.decode_loop import DecodeLoop, Ticket
 from trocr_serving.encode_feeder import EncodeFeeder
 from trocr_serving.metrics import SchedulerMetrics, release_families
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
+from trocr_serving.refusals import Refusal
 
 LOGGER = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-# Requests refused or ended early: (exception type, status code, trocr_requests_rejected_total reason).
-REFUSAL_OUTCOMES = (
-    (QueueFullError, "UNAVAILABLE", "queue_full"),
-    (RequestCancelledError, "CANCELLED", "cancelled"),
-    (DeadlineExceededError, "UNAVAILABLE", "deadline"),
-    (ValueError, "INVALID_ARG", "invalid"),
-)
-REFUSALS = tuple(kind for kind, _, _ in REFUSAL_OUTCOMES)
 
 
 class TritonMetrics:
@@ -72,6 +64,7 @@ class TritonPythonModel:
         )
         self.encoder_max_batch_size = int(parameters["encoder_max_batch_size"])
         self.encoder = EncodeFeeder(self._encode_batch, self.encoder_max_batch_size)
+        self.encoder_watch = ModelWatch("encoder")
         max_rows = int(parameters["max_active_sequences"])
         max_cache_len = self.pipeline.max_new_tokens_limit + 1
         row_bytes = ContinuousBatcher.cache_bytes_per_row(self.pipeline.decoder, max_cache_len)
@@ -82,11 +75,14 @@ class TritonPythonModel:
             max_cache_len=max_cache_len,
             max_queued=int(parameters["max_queued_sequences"]),
             start_token=self.pipeline.generation.decoder_start_token_id,
+            max_request_rows=int(parameters["max_request_rows"]),
         )
+        self.limits = sp.RequestLimits(max_rows=max_rows, max_row_tokens=int(parameters["max_request_row_tokens"]))
         LOGGER.info(
             "scheduler: %d rows x %.1f MB of cache, queue bound %d", max_rows, row_bytes / 2**20, batcher.max_queued
         )
         self.metrics = TritonMetrics(config["name"])
+        self.metrics.occupancy(0, 0)  # a reloaded scheduler starts from nothing (the gauges outlive a dead stub)
 
         def run_decoder(inputs):
             out = decoder.run(inputs)
@@ -108,20 +104,18 @@ class TritonPythonModel:
         sender = request.get_response_sender()
         try:
             response = await self._transcribe(request)
-        except REFUSALS as exc:
-            code, reason = next(outcome for kind, *outcome in REFUSAL_OUTCOMES if isinstance(exc, kind))
-            self.metrics.m.rejected[reason].increment(1)
-            response = status_response(str(exc), code)
+        except Refusal as exc:
+            self.metrics.m.rejected[exc.reason].increment(1)
+            response = status_response(exc)
         except Exception as exc:
             LOGGER.exception("scheduler failed")
-            response = status_response(f"scheduler failed: {exc}", "INTERNAL")
+            response = status_response(Refusal(f"scheduler failed: {exc}"))
         sender.send(response, flags=FINAL)
 
     async def _transcribe(self, request):
         inputs = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in sp.INPUTS}
-        params = sp.search_params(inputs, self.pipeline.generation)
-        if max(p.num_beams for p in params) > self.loop.batcher.max_rows:
-            raise ValueError(f"{protocol.INPUT_NUM_BEAMS} exceeds the {self.loop.batcher.max_rows} rows available")
+        params = sp.search_params(inputs, self.pipeline)
+        self.limits.check(params)
         rows = sum(p.num_beams for p in params)
         timeout_us = request.timeout()
         ticket = Ticket(
@@ -149,8 +143,7 @@ class TritonPythonModel:
             for i in range(0, len(pixel_values), size)
         ]
         chunks = []
-        for response in await asyncio.gather(*calls):
-            if response.has_error():
-                raise RuntimeError(f"encoder: {response.error().message()}")
-            chunks.append(pb_utils.get_output_tensor_by_name(response, names.CROSS_KEY_VALUES).as_numpy())
+        for response in await self.encoder_watch.wait(asyncio.gather(*calls)):
+            check_response("encoder", response)
+            chunks.append(output_array(response, names.CROSS_KEY_VALUES))
         return np.concatenate(chunks)

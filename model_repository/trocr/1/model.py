@@ -1,10 +1,11 @@
 """Triton model `trocr`: the public entry point, callable with a plain unary ModelInfer.
 
-Each instance validates and decodes the images of a request, preprocesses them exactly as the model's
-image processor does, and forwards them over BLS to the decoupled `scheduler`, which batches the decoder
-steps of all requests together; then it detokenizes. Several instances run side by side (Triton runs one
-execute() per instance at a time, even an async one), so concurrent requests meet in the scheduler. A request with a bad
-image or parameter gets its own INVALID_ARG error.
+It validates and decodes the images of a request, preprocesses them exactly as the model's image processor
+does, and forwards them over BLS to the decoupled `scheduler`, which batches the decoder steps of all
+requests together; then it detokenizes. `execute()` starts one task per request and returns at once; each
+task answers through its request's response sender. So one instance serves any number of requests
+concurrently, Triton's queue in front of it stays short, and a request's deadline counts from its arrival.
+A bad image or parameter gets its own INVALID_ARG error.
 """
 
 # First: puts the project environment on the path (see trocr_serving.launcher).
@@ -12,7 +13,11 @@ import trocr_triton_site  # noqa: F401
 
 # isort: split
 
+import asyncio
+import json
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +25,23 @@ import triton_python_backend_utils as pb_utils
 
 from trocr_client import protocol
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.bls import ModelCallError, error_response, infer_decoupled_async
+from trocr_serving.bls import ModelWatch, error_response, infer_decoupled_async, model_parameters
 from trocr_serving.detokenizer import Detokenizer
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
 from trocr_serving.preprocessing import preprocess
-from trocr_serving.requests import InvalidRequestError, parse_request
+from trocr_serving.refusals import DeadlineExceededError, InvalidRequestError, Refusal
+from trocr_serving.requests import parse_request
 
 LOGGER = logging.getLogger(__name__)
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# Image decoding and preprocessing run beside the event loop (PIL releases the GIL for most of it).
+PREPROCESS_THREADS = 2
 
 
-def _optional_input(request, name):
+def _input(request, name: str, required: bool = False):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None and required:
+        raise InvalidRequestError(f"input '{name}' is missing")
     return None if tensor is None else tensor.as_numpy()
 
 
@@ -39,33 +50,56 @@ class TritonPythonModel:
         model_dir = Path(args["model_repository"]) / args["model_version"]
         self.config = PipelineConfig.load(model_dir)
         self.detokenizer = Detokenizer(model_dir / TOKENIZER_FILE, self.config.clean_up_tokenization_spaces)
+        self.scheduler = ModelWatch(sp.MODEL_NAME)
+        self.default_timeout_us = int(model_parameters(json.loads(args["model_config"]))["default_timeout_us"])
+        self._executor = ThreadPoolExecutor(PREPROCESS_THREADS, thread_name_prefix="preprocess")
+        self._tasks: set[asyncio.Task] = set()
 
     def finalize(self):
+        self._executor.shutdown(wait=True, cancel_futures=True)
         del self.detokenizer
 
     async def execute(self, requests):
-        return [await self._serve(request) for request in requests]
+        arrived = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for request in requests:
+            task = loop.create_task(self._answer(request, arrived))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return None
 
-    async def _serve(self, request):
+    async def _answer(self, request, arrived: float) -> None:
+        sender = request.get_response_sender()
         try:
-            job = parse_request(
-                pb_utils.get_input_tensor_by_name(request, protocol.INPUT_IMAGE).as_numpy(),
-                _optional_input(request, protocol.INPUT_MAX_NEW_TOKENS),
-                _optional_input(request, protocol.INPUT_NUM_BEAMS),
-                self.config,
-                _optional_input(request, protocol.INPUT_IGNORE_EOS),
-            )
-            inputs = sp.request_arrays(
-                preprocess(job.images, self.config.image), job.max_new_tokens, job.num_beams, job.ignore_eos
-            )
-            outputs = await infer_decoupled_async(sp.MODEL_NAME, inputs, list(sp.OUTPUTS), timeout_us=request.timeout())
-        except InvalidRequestError as exc:
-            return error_response(str(exc), "INVALID_ARG")
-        except ModelCallError as exc:
-            return exc.response()
+            response = await self._transcribe(request, arrived)
+        except Refusal as exc:
+            response = error_response(exc)
         except Exception as exc:
             LOGGER.exception("transcription failed")
-            return error_response(f"transcription failed: {exc}", "INTERNAL")
+            response = error_response(Refusal(f"transcription failed: {exc}"))
+        sender.send(response, flags=FINAL)
+
+    def _prepare(self, request) -> dict[str, np.ndarray]:
+        job = parse_request(
+            _input(request, protocol.INPUT_IMAGE, required=True),
+            _input(request, protocol.INPUT_MAX_NEW_TOKENS),
+            _input(request, protocol.INPUT_NUM_BEAMS),
+            self.config,
+            _input(request, protocol.INPUT_IGNORE_EOS),
+        )
+        pixel_values = preprocess(job.images, self.config.image)
+        return sp.request_arrays(pixel_values, job.max_new_tokens, job.num_beams, job.ignore_eos)
+
+    async def _transcribe(self, request, arrived: float):
+        timeout_us = request.timeout() or self.default_timeout_us
+        deadline = arrived + timeout_us / 1e6 if timeout_us else None
+        inputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._prepare, request)
+        remaining_us = 0
+        if deadline is not None:
+            remaining_us = int((deadline - time.monotonic()) * 1e6)
+            if remaining_us <= 0:
+                raise DeadlineExceededError("deadline exceeded while decoding the images")
+        outputs = await infer_decoupled_async(self.scheduler, inputs, list(sp.OUTPUTS), timeout_us=remaining_us)
         token_ids = outputs[sp.TOKEN_IDS]
         texts = [
             self.detokenizer.decode([int(t) for t in row if t != protocol.TOKEN_IDS_PADDING]).encode()

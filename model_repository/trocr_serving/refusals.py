@@ -1,0 +1,69 @@
+"""Every way the server refuses or ends a request, with the status a caller sees: one home for status codes.
+
+`status` is a Triton error code name (`pb_utils.TritonError.<status>`; gRPC shows INVALID_ARG as
+INVALID_ARGUMENT); `reason` labels `trocr_requests_rejected_total`. The README's status table lists them.
+"""
+
+from __future__ import annotations
+
+
+class Refusal(Exception):
+    """A request the server will not (or can no longer) serve; the message names the problem."""
+
+    status = "INTERNAL"
+    reason = "internal"
+    retryable = False
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class InvalidRequestError(Refusal, ValueError):
+    """The request cannot be served as sent (bad image, bad parameter, over a limit): do not retry it unchanged."""
+
+    status = "INVALID_ARG"
+    reason = "invalid"
+
+
+class QueueFullError(Refusal):
+    """More work waits than the configured bound: retry later or elsewhere."""
+
+    status = "UNAVAILABLE"
+    reason = "queue_full"
+    retryable = True
+
+
+class DeadlineExceededError(Refusal):
+    """The request's deadline passed before it finished; its work was dropped."""
+
+    status = "UNAVAILABLE"
+    reason = "deadline"
+    retryable = True
+
+
+class RequestCancelledError(Refusal):
+    status = "CANCELLED"
+    reason = "cancelled"
+
+
+class ModelUnavailableError(Refusal):
+    """An internal model could not serve (its process died, or it is being reloaded): retry."""
+
+    status = "UNAVAILABLE"
+    reason = "unavailable"
+    retryable = True
+
+
+REASONS = tuple(
+    kind.reason
+    for kind in (
+        InvalidRequestError,
+        QueueFullError,
+        DeadlineExceededError,
+        RequestCancelledError,
+        ModelUnavailableError,
+        Refusal,
+    )
+)
