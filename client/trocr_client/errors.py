@@ -44,9 +44,16 @@ _BY_STATUS = {
 }
 
 
+# Triton answers NOT_FOUND for a model that exists but is not loaded at the moment: while the server shuts
+# down, or while the launcher's watchdog reloads a model whose process died. That is worth a retry elsewhere.
+MODEL_NOT_LOADED = "has no available versions"
+
+
 def from_triton(exc: Exception) -> TrOCRError:
     """Map tritonclient's InferenceServerException (status like 'StatusCode.INVALID_ARGUMENT') to our errors."""
     raw = exc.status() if hasattr(exc, "status") and callable(exc.status) else None
     status = str(raw).removeprefix("StatusCode.") if raw else None
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+    if status == "NOT_FOUND" and MODEL_NOT_LOADED in message:
+        return ServerUnavailableError(message, status)
     return _BY_STATUS.get(status or "", ServerError)(message, status)

@@ -24,6 +24,10 @@ TOKEN_IDS_PADDING = -1
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000  # width x height; larger is refused before decoding (decompression bombs)
 MAX_IMAGES_PER_REQUEST = 64
+# Per request, summed over its images: decoding is bounded by pixels, not by the compressed size (a 1.5 MB
+# request of 32 36-megapixel PNGs decoded to 4.4 GB before this bound).
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_REQUEST_PIXELS = 100_000_000
 MAX_NUM_BEAMS = 16
 
 SUPPORTED_IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -48,20 +49,28 @@ class ModelWatch:
     def current(self) -> list[StubProcess]:
         if not self._stubs or not all(stub.is_alive() for stub in self._stubs):
             self._stubs = model_stubs(self.model_name)
+        if not self._stubs:
+            raise ModelUnavailableError(f"{self.model_name} is not running (being restarted?); retry")
         return self._stubs
 
-    async def wait(self, call):
-        """Await a BLS call; raise ModelUnavailableError if a stub of the model dies meanwhile."""
+    async def call(self, start_call: Callable[[], Awaitable]):
+        """Start a BLS call and await it; raise ModelUnavailableError if the model is not running, or if one of
+        its stubs dies meanwhile."""
         stubs = self.current()
-        task = asyncio.ensure_future(call)
+        task = asyncio.ensure_future(start_call())
         while True:
             done, _ = await asyncio.wait({task}, timeout=LIVENESS_CHECK_INTERVAL_S)
             if done:
                 return task.result()
             dead = [stub.instance_name for stub in stubs if not stub.is_alive()]
             if dead:  # the call will never be answered; leave it, and keep its late exception quiet
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                task.add_done_callback(_quiet)
                 raise ModelUnavailableError(f"{', '.join(dead)} stopped while serving this request; retry")
+
+
+def _quiet(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _request(model_name: str, inputs: dict[str, np.ndarray], output_names: list[str], timeout_us: int = 0):
@@ -105,12 +114,12 @@ async def infer_decoupled_async(
     """
     model_name = watch.model_name
     outputs = None
-    call = _request(model_name, inputs, output_names, timeout_us).async_exec(decoupled=True)
-    for response in await watch.wait(call):
+    request = _request(model_name, inputs, output_names, timeout_us)
+    for response in await watch.call(lambda: request.async_exec(decoupled=True)):
         if response.has_error() or response.output_tensors():
             outputs = _outputs(model_name, response, output_names)
     if outputs is None:
-        raise Refusal(f"{model_name} sent no outputs")
+        raise ModelUnavailableError(f"{model_name} ended the request without an answer (unloading?); retry")
     return outputs
 
 

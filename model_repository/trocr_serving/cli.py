@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from trocr_client.logs import configure_logging
-from trocr_serving.launcher import DEFAULT_HOST, Ports, ServerError, TritonServer
+from trocr_serving.launcher import (
+    ADMIN_KEY_HEADER,
+    DEFAULT_HOST,
+    ENDPOINTS,
+    RESTRICTED_APIS,
+    Access,
+    GrpcTls,
+    Ports,
+    ServerError,
+    TritonServer,
+)
 
 LOGGER = logging.getLogger(__name__)
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1]
@@ -26,7 +37,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
     p.add_argument("--startup-timeout-s", type=float, default=300.0)
     p.add_argument("--exit-timeout-s", type=int, default=30, help="time in-flight requests get when stopping")
+    p.add_argument(
+        "--expose",
+        default=",".join(ENDPOINTS),
+        help="endpoints that listen on --host (the others on loopback only); default: %(default)s",
+    )
+    p.add_argument(
+        "--admin-key-env",
+        default="TROCR_ADMIN_KEY",
+        help=f"environment variable holding the key that opens Triton's admin APIs ({', '.join(RESTRICTED_APIS)}; "
+        f"sent as the '{ADMIN_KEY_HEADER}' header); unset: a random key nobody else knows. Default: %(default)s",
+    )
+    p.add_argument("--grpc-tls-cert", type=Path, help="PEM server certificate: gRPC over TLS")
+    p.add_argument("--grpc-tls-key", type=Path, help="PEM server key")
+    p.add_argument("--grpc-tls-root-cert", type=Path, help="PEM CA: clients must present a certificate it signed")
+    p.add_argument("--triton-arg", action="append", default=[], help="passed to tritonserver as is (repeatable)")
     return p
+
+
+def access_of(args: argparse.Namespace) -> Access:
+    tls = None
+    if args.grpc_tls_cert or args.grpc_tls_key:
+        if not (args.grpc_tls_cert and args.grpc_tls_key):
+            raise SystemExit("trocr-serve: --grpc-tls-cert and --grpc-tls-key go together")
+        tls = GrpcTls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_root_cert)
+    key = os.environ.get(args.admin_key_env)
+    expose = tuple(name.strip() for name in args.expose.split(",") if name.strip())
+    try:
+        return Access(expose=expose, tls=tls, **({"admin_key": key} if key else {}))
+    except ValueError as exc:
+        raise SystemExit(f"trocr-serve: --expose: {exc}") from None
 
 
 def _stream(path: Path, position: int) -> int:
@@ -48,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         ports=Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port),
         log_verbose=args.log_verbose,
         exit_timeout_s=args.exit_timeout_s,
+        access=access_of(args),
+        extra_args=tuple(args.triton_arg),
     )
     stopping = False
 
@@ -72,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
     finally:
         exited = server.process.poll()
+        server.stop()
+        _stream(server.log_path, position)  # the shutdown log
         server.close()
     if exited is not None:
         LOGGER.error("tritonserver exited with code %s", exited)

@@ -9,8 +9,11 @@ and every model.py imports it before anything else.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,8 +23,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from trocr_serving.stubs import remove_shm_region
+from trocr_serving.watchdog import StubWatchdog
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,14 +41,82 @@ SHM_DEFAULT_BYTES = 64 * 1024 * 1024
 SHM_GROWTH_BYTES = 64 * 1024 * 1024
 
 
+# Triton's admin APIs, closed unless the caller sends the admin key: loading a model runs its code, unloading
+# takes the service down, logging and trace settings change the server, shared memory maps the host's memory.
+RESTRICTED_APIS = ("model-repository", "logging", "trace", "shared-memory")
+ADMIN_KEY_HEADER = "trocr-admin-key"
+ENDPOINTS = ("grpc", "http", "metrics")
+_PR_SET_PDEATHSIG = 1
+
+
 class ServerError(RuntimeError):
     """The server could not start, or died; the message carries the end of its log."""
+
+
+@dataclass(frozen=True)
+class GrpcTls:
+    """TLS on the gRPC endpoint (Triton has none on HTTP: keep HTTP on loopback, or behind a proxy)."""
+
+    server_cert: Path
+    server_key: Path
+    root_cert: Path | None = None  # given: clients must present a certificate it signed (mutual TLS)
+
+    def args(self) -> list[str]:
+        args = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.server_cert}", f"--grpc-server-key={self.server_key}"]
+        if self.root_cert is not None:
+            args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.root_cert}"]
+        return args
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who can reach what: endpoints not exposed listen on loopback only; admin APIs need the admin key."""
+
+    expose: tuple[str, ...] = ENDPOINTS  # endpoints bound to the server's host
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)  # random: nobody has it
+    tls: GrpcTls | None = None
+
+    def __post_init__(self):
+        unknown = set(self.expose) - set(ENDPOINTS)
+        if unknown:
+            raise ValueError(f"unknown endpoints {sorted(unknown)}: choose from {', '.join(ENDPOINTS)}")
+
+    def address(self, endpoint: str, host: str) -> str:
+        return host if endpoint in self.expose else DEFAULT_HOST
+
+    def args(self) -> list[str]:
+        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={self.admin_key}"
+        return [
+            f"--grpc-restricted-protocol={restricted}",
+            f"--http-restricted-api={restricted}",
+            *(self.tls.args() if self.tls else []),
+        ]
+
+
+def _die_with_parent(parent_pid: int):
+    """Runs in the child before exec: the server gets SIGTERM when the launcher dies, even by SIGKILL."""
+
+    def set_parent_death_signal() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def _pytriton_root() -> Path:
@@ -72,6 +146,7 @@ _SITE_MODULE_TEMPLATE = '''"""Written by trocr_serving.launcher: the launching e
 import site
 import sys
 
+sys.dont_write_bytecode = True  # nothing written into the model repository at serve time
 _before = list(sys.path)
 for _path in {paths!r}:
     site.addsitedir(_path)  # also runs the .pth files (editable installs)
@@ -118,6 +193,8 @@ class TritonServer:
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
         exit_timeout_s: int = 30,
+        access: Access | None = None,
+        watchdog: bool = True,
     ):
         self.model_repository = Path(model_repository).resolve()
         self.host = host
@@ -128,6 +205,10 @@ class TritonServer:
         self.extra_args = extra_args
         # How long Triton lets in-flight requests finish and models unload when stopping.
         self.exit_timeout_s = exit_timeout_s
+        self.access = access or Access()
+        # Reported by the server's metadata: readiness is believed only from the server this launcher started.
+        self.server_id = f"trocr-triton-{secrets.token_hex(6)}"
+        self.watchdog = StubWatchdog(self) if watchdog else None
         self.process: subprocess.Popen | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._log_handle = None
@@ -138,11 +219,19 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.ports.http}"
+        return f"http://{self.access.address('http', self.host)}:{self.ports.http}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.ports.metrics}/metrics"
+        return f"http://{self.access.address('metrics', self.host)}:{self.ports.metrics}/metrics"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {ADMIN_KEY_HEADER: self.access.admin_key}
+
+    def _addresses(self) -> dict[str, tuple[str, int]]:
+        ports = {"grpc": self.ports.grpc, "http": self.ports.http, "metrics": self.ports.metrics}
+        return {name: (self.access.address(name, self.host), port) for name, port in ports.items()}
 
     def command(self, backends: Path) -> list[str]:
         models = models_in(self.model_repository)
@@ -153,14 +242,17 @@ class TritonServer:
             str(binary),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backends}",
+            f"--id={self.server_id}",
+            # Explicit, so that code folders beside the models are not loaded as models; the load/unload API
+            # is restricted to the admin key (see Access), which the watchdog uses to reload a model.
             "--model-control-mode=explicit",
             *(f"--load-model={name}" for name in models),
-            f"--http-address={self.host}",
-            f"--http-port={self.ports.http}",
-            f"--grpc-address={self.host}",
-            f"--grpc-port={self.ports.grpc}",
-            f"--metrics-address={self.host}",
-            f"--metrics-port={self.ports.metrics}",
+            *(
+                f"--{name}-{key}={value}"
+                for name, (host, port) in self._addresses().items()
+                for key, value in (("address", host), ("port", port))
+            ),
+            *self.access.args(),
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--allow-cpu-metrics=true",
@@ -178,6 +270,9 @@ class TritonServer:
         libs = _pytriton_root().parent / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
         env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # ONNX Runtime keeps a device id under the user's cache folder: keep it in the server's work folder.
+        env["XDG_CACHE_HOME"] = str(Path(self._workdir.name) / "cache")
         return env
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> TritonServer:
@@ -185,6 +280,14 @@ class TritonServer:
         backends = prepare_backends(Path(self._workdir.name))
         log_path = self.log_file or Path(self._workdir.name) / "tritonserver.log"
         for attempt in range(1, PORT_RETRIES + 1):
+            busy = [
+                f"{name} {host}:{port}" for name, (host, port) in self._addresses().items() if port_in_use(host, port)
+            ]
+            if busy and self._fixed_ports:
+                raise ServerError(f"ports in use (is another server running?): {', '.join(busy)}")
+            if busy:
+                self.ports = Ports.pick(self.host)
+                continue
             self._log_handle = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
             LOGGER.info(
                 "starting tritonserver on %s (grpc %d, http %d, metrics %d), log: %s",
@@ -200,10 +303,13 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
                 start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
             self.log_path = log_path
             try:
                 self._wait_ready(timeout_s)
+                if self.watchdog is not None:
+                    self.watchdog.start()
                 return self
             except ServerError:
                 port_clash = "Address already in use" in self.log_tail()
@@ -212,7 +318,7 @@ class TritonServer:
                     raise
                 LOGGER.warning("port clash, retrying with other ports")
                 self.ports = Ports.pick(self.host)
-        raise AssertionError("unreachable")
+        raise ServerError(f"no free ports on {self.host} after {PORT_RETRIES} tries")
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -226,12 +332,32 @@ class TritonServer:
             time.sleep(0.25)
         raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
-    def is_ready(self) -> bool:
+    def _http(self, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            f"{self.http_url}{path}", method=method, headers=headers or {}, data=b"{}" if method == "POST" else None
+        )
         try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            return 0, str(exc).encode()
+
+    def is_ready(self) -> bool:
+        """Ready, and the server this launcher started (not another one on the same port)."""
+        if self.process is None or self.process.poll() is not None:
             return False
+        status, body = self._http("/v2")
+        if status != 200 or json.loads(body).get("name") != self.server_id:
+            return False
+        return self._http("/v2/health/ready")[0] == 200
+
+    def model_control(self, model: str, action: str) -> None:
+        """Load or unload a model through the (restricted) model-repository API."""
+        status, body = self._http(f"/v2/repository/models/{model}/{action}", "POST", self.admin_headers)
+        if status != 200:
+            raise ServerError(f"{action} {model}: HTTP {status} {body.decode(errors='replace')}")
 
     def log_tail(self, lines: int = 60) -> str:
         if self._log_handle is not None:
@@ -244,6 +370,8 @@ class TritonServer:
 
     def stop(self) -> None:
         """SIGTERM (Triton then drains, unloads models and exits), then SIGKILL if it has not exited in time."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             timeout_s = self.exit_timeout_s + STOP_GRACE_S
@@ -253,6 +381,10 @@ class TritonServer:
                 LOGGER.warning("tritonserver did not stop in %.0f s: killing it", timeout_s)
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        if self.watchdog is not None:  # regions of stubs that died without the server removing them
+            for region in self.watchdog.shm_regions:
+                if remove_shm_region(region):
+                    LOGGER.info("removed the shared-memory region %s left by a stub", region)
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None

@@ -5,19 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from trocr_client import protocol
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.preprocessing import InvalidImageError, decode_image
+from trocr_serving.preprocessing import InvalidImageError, decode_image, image_pixels, preprocess_one
 from trocr_serving.refusals import InvalidRequestError
 
 
 @dataclass
 class Job:
-    """The images of one request and their decoding parameters (one value per image)."""
+    """The preprocessed images of one request and their decoding parameters (one value per image)."""
 
-    images: list[Image.Image]
+    pixel_values: np.ndarray  # FP32 [images, 3, height, width]
     max_new_tokens: np.ndarray
     num_beams: np.ndarray
     ignore_eos: np.ndarray
@@ -52,12 +51,31 @@ def parse_request(
     )
     beams = per_row(protocol.INPUT_NUM_BEAMS, num_beams, rows, defaults.num_beams, 1, protocol.MAX_NUM_BEAMS)
     ignore = per_row(protocol.INPUT_IGNORE_EOS, ignore_eos, rows, False, 0, 1).astype(bool)
-    decoded = []
     for index, data in enumerate(encoded):
         if not isinstance(data, bytes | bytearray | np.bytes_):
             raise InvalidRequestError(f"image {index}: expected encoded image bytes, got {type(data).__name__}")
+    _check_request_size(encoded)
+    image = config.image
+    pixel_values = np.empty((rows, 3, image.height, image.width), dtype=np.float32)
+    for index, data in enumerate(encoded):  # one decoded image in memory at a time
         try:
-            decoded.append(decode_image(bytes(data)))
+            pixel_values[index] = preprocess_one(decode_image(bytes(data)), image)
         except InvalidImageError as exc:
             raise InvalidRequestError(f"image {index}: {exc}") from None
-    return Job(images=decoded, max_new_tokens=tokens, num_beams=beams, ignore_eos=ignore)
+    return Job(pixel_values=pixel_values, max_new_tokens=tokens, num_beams=beams, ignore_eos=ignore)
+
+
+def _check_request_size(encoded: np.ndarray) -> None:
+    """The bounds of a whole request, checked from sizes and image headers before anything is decoded."""
+    total_bytes = sum(len(data) for data in encoded)
+    if total_bytes > protocol.MAX_REQUEST_BYTES:
+        raise InvalidRequestError(
+            f"request of {total_bytes} bytes of images exceeds the limit of {protocol.MAX_REQUEST_BYTES} bytes: "
+            "split it"
+        )
+    total_pixels = sum(image_pixels(bytes(data)) for data in encoded)
+    if total_pixels > protocol.MAX_REQUEST_PIXELS:
+        raise InvalidRequestError(
+            f"request of {total_pixels} pixels exceeds the limit of {protocol.MAX_REQUEST_PIXELS} pixels per request: "
+            "split it or send smaller images"
+        )

@@ -65,3 +65,15 @@ def test_statuses_map_to_errors(status, error, retryable):
     mapped = from_triton(InferenceServerException("boom", status=status))
     assert type(mapped) is error and mapped.retryable is retryable
     assert mapped.status == status.removeprefix("StatusCode.") and "boom" in str(mapped)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("Request for unknown model: 'trocr' has no available versions", ServerUnavailableError),
+        ("Request for unknown model: 'trocrr' is not found", InvalidInputError),
+    ],
+    ids=["model-reloading-or-shutting-down", "no-such-model"],
+)
+def test_not_found_is_retryable_only_while_the_model_is_not_loaded(message, error):
+    assert type(from_triton(InferenceServerException(message, status="StatusCode.NOT_FOUND"))) is error

@@ -85,3 +85,42 @@ def test_unsupported_format_is_refused():
     Image.new("RGB", (10, 10)).save(buffer, format="GIF")
     with pytest.raises(InvalidImageError, match="supported formats are PNG"):
         decode_image(buffer.getvalue())
+
+
+def _encoded(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped():
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))  # black to white
+    decoded = np.asarray(decode_image(_encoded(Image.fromarray(ramp))))
+    assert decoded.shape == (8, 64, 3)
+    np.testing.assert_array_equal(decoded[0, :, 0], np.rint(ramp[0] / 257).astype(np.uint8))
+    assert decoded.min() == 0 and decoded.max() == 255
+
+
+def test_float_image_is_read_as_zero_to_one():
+    gray = np.full((4, 6), 0.5, dtype=np.float32)
+    assert np.asarray(decode_image(_encoded(Image.fromarray(gray), "TIFF")))[0, 0].tolist() == [128, 128, 128]
+
+
+def test_exif_orientation_is_applied():
+    upright = Image.new("RGB", (40, 10), "white")
+    upright.paste((0, 0, 0), (0, 0, 10, 10))  # black square at the left end
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a camera stores a turned shot: 10 x 40
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    decoded = decode_image(_encoded(stored, "JPEG", exif=exif.tobytes(), quality=95))
+    assert decoded.size == (40, 10)
+    pixels = np.asarray(decoded.convert("L"))
+    assert pixels[:, :8].mean() < 60 and pixels[:, -8:].mean() > 200
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+def test_images_of_several_frames_are_refused(fmt):
+    frames = [Image.new("RGB", (20, 10), color) for color in ("white", "black")]
+    data = _encoded(frames[0], fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(InvalidImageError, match="has 2 frames"):
+        decode_image(data)

@@ -1,9 +1,12 @@
 import dataclasses
+import io
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.images import NOT_AN_IMAGE, text_line
+from trocr_client import protocol
 from trocr_serving.pipeline_config import DecoderShape, GenerationDefaults, ImageConfig, PipelineConfig
 from trocr_serving.refusals import InvalidRequestError
 from trocr_serving.requests import parse_request
@@ -23,7 +26,7 @@ def images(*data: bytes) -> np.ndarray:
 
 def test_defaults_apply_when_parameters_are_absent():
     job = parse_request(images(text_line("a"), text_line("b")), None, None, CONFIG)
-    assert len(job.images) == 2
+    assert job.pixel_values.shape == (2, 3, 64, 64)
     assert job.max_new_tokens.tolist() == [20, 20]
     assert job.num_beams.tolist() == [1, 1]
     assert job.ignore_eos.tolist() == [False, False]
@@ -68,3 +71,19 @@ def test_bad_image_is_named_by_index():
 def test_empty_request():
     with pytest.raises(InvalidRequestError, match="send at least one image"):
         parse_request(images(), None, None, CONFIG)
+
+
+def test_pixels_of_a_whole_request_are_bounded_before_decoding():
+    side = 6000  # 36 megapixels: under the per-image limit, three of them over the per-request one
+    buffer = io.BytesIO()
+    Image.new("1", (side, side), 1).save(buffer, format="PNG")
+    huge = buffer.getvalue()
+    assert len(huge) < 1_000_000  # small to send, large once decoded
+    with pytest.raises(InvalidRequestError, match=f"request of {3 * side * side} pixels exceeds the limit"):
+        parse_request(images(huge, huge, huge), None, None, CONFIG)
+
+
+def test_bytes_of_a_whole_request_are_bounded():
+    big = text_line("a") + b"\0" * (protocol.MAX_REQUEST_BYTES // 4)
+    with pytest.raises(InvalidRequestError, match="bytes of images exceeds the limit"):
+        parse_request(images(*[big] * 5), None, None, CONFIG)

@@ -134,16 +134,17 @@ class TritonPythonModel:
     async def _encode_batch(self, pixel_values):
         """One or more `encoder` calls (a request may carry more images than its max batch size)."""
         size = self.encoder_max_batch_size
-        calls = [
+        requests = [
             pb_utils.InferenceRequest(
                 model_name="encoder",
                 inputs=[pb_utils.Tensor(names.PIXEL_VALUES, np.ascontiguousarray(pixel_values[i : i + size]))],
                 requested_output_names=[names.CROSS_KEY_VALUES],
-            ).async_exec()
+            )
             for i in range(0, len(pixel_values), size)
         ]
         chunks = []
-        for response in await self.encoder_watch.wait(asyncio.gather(*calls)):
+        responses = await self.encoder_watch.call(lambda: asyncio.gather(*(r.async_exec() for r in requests)))
+        for response in responses:
             check_response("encoder", response)
             chunks.append(output_array(response, names.CROSS_KEY_VALUES))
         return np.concatenate(chunks)

@@ -28,7 +28,6 @@ from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls import ModelWatch, error_response, infer_decoupled_async, model_parameters
 from trocr_serving.detokenizer import Detokenizer
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
-from trocr_serving.preprocessing import preprocess
 from trocr_serving.refusals import DeadlineExceededError, InvalidRequestError, Refusal
 from trocr_serving.requests import parse_request
 
@@ -87,8 +86,7 @@ class TritonPythonModel:
             self.config,
             _input(request, protocol.INPUT_IGNORE_EOS),
         )
-        pixel_values = preprocess(job.images, self.config.image)
-        return sp.request_arrays(pixel_values, job.max_new_tokens, job.num_beams, job.ignore_eos)
+        return sp.request_arrays(job.pixel_values, job.max_new_tokens, job.num_beams, job.ignore_eos)
 
     async def _transcribe(self, request, arrived: float):
         timeout_us = request.timeout() or self.default_timeout_us
