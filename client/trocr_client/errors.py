@@ -44,9 +44,11 @@ _BY_STATUS = {
 }
 
 
-# Triton answers NOT_FOUND for a model that exists but is not loaded at the moment: while the server shuts
-# down, or while the launcher's watchdog reloads a model whose process died. That is worth a retry elsewhere.
-MODEL_NOT_LOADED = "has no available versions"
+# Triton's own answers while a model is not there to serve, worth a retry (elsewhere): NOT_FOUND for a model
+# that exists but is not loaded at the moment (the server shuts down, or the launcher's watchdog reloads a
+# model whose process died), and INTERNAL for a request sent to a model instance whose process died.
+MODEL_NOT_LOADED = ("NOT_FOUND", "has no available versions")
+STUB_DEAD = ("INTERNAL", "is not healthy")
 
 
 def from_triton(exc: Exception) -> TrOCRError:
@@ -54,6 +56,6 @@ def from_triton(exc: Exception) -> TrOCRError:
     raw = exc.status() if hasattr(exc, "status") and callable(exc.status) else None
     status = str(raw).removeprefix("StatusCode.") if raw else None
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
-    if status == "NOT_FOUND" and MODEL_NOT_LOADED in message:
+    if any(status == code and text in message for code, text in (MODEL_NOT_LOADED, STUB_DEAD)):
         return ServerUnavailableError(message, status)
     return _BY_STATUS.get(status or "", ServerError)(message, status)

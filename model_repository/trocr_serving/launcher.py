@@ -26,7 +26,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trocr_serving.stubs import remove_shm_region
 from trocr_serving.watchdog import StubWatchdog
 
 LOGGER = logging.getLogger(__name__)
@@ -45,6 +44,7 @@ SHM_GROWTH_BYTES = 64 * 1024 * 1024
 # takes the service down, logging and trace settings change the server, shared memory maps the host's memory.
 RESTRICTED_APIS = ("model-repository", "logging", "trace", "shared-memory")
 ADMIN_KEY_HEADER = "trocr-admin-key"
+GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
 ENDPOINTS = ("grpc", "http", "metrics")
 _PR_SET_PDEATHSIG = 1
 
@@ -225,9 +225,10 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.access.address('metrics', self.host)}:{self.ports.metrics}/metrics"
 
-    @property
-    def admin_headers(self) -> dict[str, str]:
-        return {ADMIN_KEY_HEADER: self.access.admin_key}
+    def admin_headers(self, endpoint: str) -> dict[str, str]:
+        """What a caller of the admin APIs sends; Triton prefixes the header's name on gRPC."""
+        name = f"{GRPC_HEADER_PREFIX}{ADMIN_KEY_HEADER}" if endpoint == "grpc" else ADMIN_KEY_HEADER
+        return {name: self.access.admin_key}
 
     def _addresses(self) -> dict[str, tuple[str, int]]:
         ports = {"grpc": self.ports.grpc, "http": self.ports.http, "metrics": self.ports.metrics}
@@ -277,8 +278,9 @@ class TritonServer:
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> TritonServer:
         self._workdir = tempfile.TemporaryDirectory(prefix="trocr-triton-")
-        backends = prepare_backends(Path(self._workdir.name))
-        log_path = self.log_file or Path(self._workdir.name) / "tritonserver.log"
+        self._backends = prepare_backends(Path(self._workdir.name))
+        self.log_path = self.log_file or Path(self._workdir.name) / "tritonserver.log"
+        self.startup_timeout_s = timeout_s
         for attempt in range(1, PORT_RETRIES + 1):
             busy = [
                 f"{name} {host}:{port}" for name, (host, port) in self._addresses().items() if port_in_use(host, port)
@@ -288,26 +290,8 @@ class TritonServer:
             if busy:
                 self.ports = Ports.pick(self.host)
                 continue
-            self._log_handle = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-            LOGGER.info(
-                "starting tritonserver on %s (grpc %d, http %d, metrics %d), log: %s",
-                self.host,
-                self.ports.grpc,
-                self.ports.http,
-                self.ports.metrics,
-                log_path,
-            )
-            self.process = subprocess.Popen(
-                self.command(backends),
-                stdout=self._log_handle,
-                stderr=subprocess.STDOUT,
-                env=self.environment(),
-                start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-            self.log_path = log_path
             try:
-                self._wait_ready(timeout_s)
+                self._launch()
                 if self.watchdog is not None:
                     self.watchdog.start()
                 return self
@@ -319,6 +303,36 @@ class TritonServer:
                 LOGGER.warning("port clash, retrying with other ports")
                 self.ports = Ports.pick(self.host)
         raise ServerError(f"no free ports on {self.host} after {PORT_RETRIES} tries")
+
+    def _launch(self) -> None:
+        """Start tritonserver on the chosen ports and wait until it is ready."""
+        self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        LOGGER.info(
+            "starting tritonserver on %s (grpc %d, http %d, metrics %d), log: %s",
+            self.host,
+            self.ports.grpc,
+            self.ports.http,
+            self.ports.metrics,
+            self.log_path,
+        )
+        self.process = subprocess.Popen(
+            self.command(self._backends),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            env=self.environment(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+        self._wait_ready(self.startup_timeout_s)
+
+    def relaunch(self) -> None:
+        """Kill the server if it still runs (its stubs exit with it) and start it again on the same ports; the
+        watchdog calls this when part of the server died."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log_handle.close()
+        self._launch()
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -332,12 +346,9 @@ class TritonServer:
             time.sleep(0.25)
         raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
-    def _http(self, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        request = urllib.request.Request(
-            f"{self.http_url}{path}", method=method, headers=headers or {}, data=b"{}" if method == "POST" else None
-        )
+    def _get(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(f"{self.http_url}{path}", timeout=5) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -348,16 +359,10 @@ class TritonServer:
         """Ready, and the server this launcher started (not another one on the same port)."""
         if self.process is None or self.process.poll() is not None:
             return False
-        status, body = self._http("/v2")
+        status, body = self._get("/v2")
         if status != 200 or json.loads(body).get("name") != self.server_id:
             return False
-        return self._http("/v2/health/ready")[0] == 200
-
-    def model_control(self, model: str, action: str) -> None:
-        """Load or unload a model through the (restricted) model-repository API."""
-        status, body = self._http(f"/v2/repository/models/{model}/{action}", "POST", self.admin_headers)
-        if status != 200:
-            raise ServerError(f"{action} {model}: HTTP {status} {body.decode(errors='replace')}")
+        return self._get("/v2/health/ready")[0] == 200
 
     def log_tail(self, lines: int = 60) -> str:
         if self._log_handle is not None:
@@ -381,10 +386,8 @@ class TritonServer:
                 LOGGER.warning("tritonserver did not stop in %.0f s: killing it", timeout_s)
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        if self.watchdog is not None:  # regions of stubs that died without the server removing them
-            for region in self.watchdog.shm_regions:
-                if remove_shm_region(region):
-                    LOGGER.info("removed the shared-memory region %s left by a stub", region)
+        if self.watchdog is not None and self.process is not None:  # regions of stubs that died unremoved
+            self.watchdog.remove_dead_shm_regions()
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None

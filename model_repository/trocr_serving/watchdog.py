@@ -1,14 +1,20 @@
-"""The launcher's watchdog: a model whose stub process died is reloaded, and the server is not ready meanwhile.
+"""The launcher's watchdog: when a model's stub process or the server dies, the server is started again.
 
-Measured on Triton 2.51 (`kill -9` of a stub): nothing restarts the stub, the model and the server stay
-"ready", and every later request to that instance fails ("Stub process '<instance>' is not healthy"). A
-`load` of the loaded model does nothing (its files did not change); `unload` then `load` starts new stubs.
-Reloading the dead model alone is not enough: the BLS calls its callers had sent it are never answered, and
-a caller stub whose BLS calls hang stops serving new ones (after a scheduler kill with 300 requests in
-flight, a third of later requests hung until their deadline). So the watchdog unloads the model and every
-model that calls it (callers first; with strict readiness the server reports not ready from then on, and a
-load balancer moves away), loads them again (callees first), and removes the dead stubs' shared-memory
-regions. Requests that were waiting on the dead stub fail at once with UNAVAILABLE (trocr_serving.bls.ModelWatch).
+Measured on Triton 2.51 (`kill -9` of a stub, 12 clients in flight, random:tiny):
+- Nothing restarts the stub; the model and the server stay "ready"; later requests to that instance fail
+  ("Stub process '<instance>' is not healthy") and requests the stub held are never answered.
+- `load` of the loaded model does nothing (no file changed); `unload` + `load` starts new stubs, but the BLS
+  calls callers had sent the dead stub are never answered, and a caller whose BLS calls hang stops serving
+  new ones (after a scheduler kill, a third of later requests hung until their deadline). Reloading the
+  callers too (a hot swap: the model's config sent back with a new parameter) healed that, but unloading the
+  public model waits for the requests its dead stub held, which never end, and after two rounds of reloads
+  tritonserver crashed (SIGSEGV) while old copies of the BLS-calling models unloaded.
+- Killing a stub can also abort tritonserver itself (boost::interprocess::lock_exception: the stub died
+  holding a lock in the memory it shares with the server).
+So the watchdog restarts the whole server on the same ports: it is not ready (its ports refuse connections)
+until every model is loaded again, every request in flight fails at once with UNAVAILABLE (none waits for its
+deadline), and the dead stubs' shared-memory regions are removed. Requests waiting on a dead stub inside the
+server fail at once too (trocr_serving.bls.ModelWatch), before the restart.
 """
 
 from __future__ import annotations
@@ -19,8 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trocr_client import protocol
-from trocr_serving import scheduler_protocol as sp
 from trocr_serving.stubs import StubProcess, remove_shm_region, stub_processes
 
 if TYPE_CHECKING:
@@ -28,37 +32,26 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 0.5
-# Who calls whom over BLS: a model is reloaded with its callers.
-CALLERS = {"encoder": (sp.MODEL_NAME,), sp.MODEL_NAME: (protocol.MODEL_NAME,)}
-
-
-def with_callers(model_name: str) -> list[str]:
-    """The model and every model that calls it, directly or not, callers last."""
-    order = [model_name]
-    for name in order:
-        order.extend(caller for caller in CALLERS.get(name, ()) if caller not in order)
-    return order
 
 
 @dataclass(frozen=True)
 class Restart:
-    model_names: tuple[str, ...]  # the dead stub's model, then its callers
-    dead_instances: tuple[str, ...]
-    seconds: float  # from noticing the dead stub to the model being ready again
+    cause: str  # the dead stubs' instance names, or "tritonserver exited with code N"
+    seconds: float  # from noticing the death to the server being ready again
 
 
 class StubWatchdog:
     def __init__(self, server: TritonServer, interval_s: float = CHECK_INTERVAL_S):
         self.server = server
         self.interval_s = interval_s
-        self.expected: set[str] = set()  # instance names seen once the server was ready
-        self.shm_regions: set[str] = set()  # of every stub seen, for cleanup at stop
+        self.stubs: dict[str, StubProcess] = {}  # instance name -> its stub, as seen once the server was ready
+        self.shm_regions: set[str] = set()  # of every stub seen, for cleanup
         self.restarts: list[Restart] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.expected = {stub.instance_name for stub in self._scan()}
+        self._take_stock()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="stub-watchdog", daemon=True)
         self._thread.start()
@@ -69,46 +62,42 @@ class StubWatchdog:
             self._thread.join()
             self._thread = None
 
-    def _scan(self) -> list[StubProcess]:
+    def _take_stock(self) -> None:
         stubs = stub_processes(self.server.process.pid)
+        self.stubs = {stub.instance_name: stub for stub in stubs}
         self.shm_regions.update(stub.shm_region for stub in stubs)
-        return stubs
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            if self.server.process.poll() is not None:
-                return
             try:
-                self.check()
+                cause = self.check()
+                if cause and not self._stop.is_set():
+                    self._restart(cause)
             except Exception:
-                LOGGER.exception("watchdog check failed")
+                LOGGER.exception("watchdog failed")
 
-    def check(self) -> list[Restart]:
-        """Reload every model with a dead stub; returns what was restarted."""
-        alive = {stub.instance_name for stub in self._scan()}
-        dead_by_model: dict[str, list[str]] = {}
-        for instance in sorted(self.expected - alive):
-            dead_by_model.setdefault(instance.rsplit("_", 2)[0], []).append(instance)
-        if not dead_by_model or self._stop.is_set():
-            return []
-        models: list[str] = []
-        for model_name in dead_by_model:
-            models.extend(name for name in with_callers(model_name) if name not in models)
-        dead = tuple(instance for instances in dead_by_model.values() for instance in instances)
-        return [self._reload(tuple(models), dead)]
+    def check(self) -> str | None:
+        """What died since the server was ready, or None."""
+        code = self.server.process.poll()
+        if code is not None:
+            return f"tritonserver exited with code {code}"
+        dead = sorted(name for name, stub in self.stubs.items() if not stub.is_alive())
+        return f"stub process of {', '.join(dead)} died" if dead else None
 
-    def _reload(self, models: tuple[str, ...], dead: tuple[str, ...]) -> Restart:
-        LOGGER.error("stub process of %s died: reloading %s", ", ".join(dead), ", ".join(models))
+    def _restart(self, cause: str) -> None:
+        LOGGER.error("%s: restarting tritonserver\n%s", cause, self.server.log_tail(20))
         started = time.monotonic()
-        regions_before = set(self.shm_regions)
-        for model_name in reversed(models):
-            self.server.model_control(model_name, "unload")
-        for model_name in models:
-            self.server.model_control(model_name, "load")
-        live_regions = {stub.shm_region for stub in self._scan()}
-        for region in regions_before - live_regions:
-            remove_shm_region(region)
-        restart = Restart(models, dead, time.monotonic() - started)
-        LOGGER.warning("reloaded %s in %.1f s", ", ".join(models), restart.seconds)
+        self.server.relaunch()
+        self.remove_dead_shm_regions()
+        self._take_stock()
+        restart = Restart(cause, time.monotonic() - started)
+        LOGGER.warning("tritonserver restarted and ready in %.1f s", restart.seconds)
         self.restarts.append(restart)
-        return restart
+
+    def remove_dead_shm_regions(self) -> None:
+        """The regions of stubs that are gone: the server does not remove those of stubs that were killed."""
+        live = {stub.shm_region for stub in stub_processes(self.server.process.pid)}
+        for region in self.shm_regions - live:
+            if remove_shm_region(region):
+                LOGGER.info("removed the shared-memory region %s left by a dead stub", region)
+        self.shm_regions &= live

@@ -77,3 +77,8 @@ def test_statuses_map_to_errors(status, error, retryable):
 )
 def test_not_found_is_retryable_only_while_the_model_is_not_loaded(message, error):
     assert type(from_triton(InferenceServerException(message, status="StatusCode.NOT_FOUND"))) is error
+
+
+def test_a_dead_model_process_is_retryable():
+    dead = InferenceServerException("Stub process 'trocr_0_0' is not healthy.", status="StatusCode.INTERNAL")
+    assert type(from_triton(dead)) is ServerUnavailableError
