@@ -19,7 +19,7 @@ from trocr_build.random_model import is_random_model, random_model_dir
 from trocr_client import protocol
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE
+from trocr_serving.bls_status import STATUS_OUTPUTS
 from trocr_serving.pipeline_config import (
     TOKENIZER_FILE,
     DecoderShape,
@@ -162,8 +162,7 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
         outputs=(
             Tensor(sp.TOKEN_IDS, "INT32", (-1, -1)),
             Tensor(sp.SCORE, "FP32", (-1,)),
-            Tensor(STATUS_CODE, "BYTES", (1,)),
-            Tensor(STATUS_MESSAGE, "BYTES", (1,)),
+            *(Tensor(name, "BYTES", (1,)) for name in STATUS_OUTPUTS),
         ),
         decoupled=True,
         parameters={

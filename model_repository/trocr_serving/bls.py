@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE
-from trocr_serving.refusals import ModelUnavailableError, Refusal
+from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE, STATUS_OUTPUTS, STATUS_REASON
+from trocr_serving.refusals import ModelUnavailableError, Refusal, refusal
 from trocr_serving.stubs import StubProcess, model_stubs
 
 # Error responses lose their status code on the way back through BLS (the caller sees INTERNAL), so a
@@ -19,19 +19,19 @@ from trocr_serving.stubs import StubProcess, model_stubs
 LIVENESS_CHECK_INTERVAL_S = 0.25
 
 
-def status_response(refusal: Refusal) -> pb_utils.InferenceResponse:
+def status_response(refused: Refusal) -> pb_utils.InferenceResponse:
+    values = {STATUS_CODE: refused.status, STATUS_MESSAGE: str(refused), STATUS_REASON: refused.reason}
     return pb_utils.InferenceResponse(
         output_tensors=[
-            pb_utils.Tensor(STATUS_CODE, np.array([refusal.status.encode()], dtype=object)),
-            pb_utils.Tensor(STATUS_MESSAGE, np.array([str(refusal).encode()], dtype=object)),
+            pb_utils.Tensor(name, np.array([value.encode()], dtype=object)) for name, value in values.items()
         ]
     )
 
 
-def error_response(refusal: Refusal) -> pb_utils.InferenceResponse:
+def error_response(refused: Refusal) -> pb_utils.InferenceResponse:
     """A per-request error with a real status (INVALID_ARG, INTERNAL, UNAVAILABLE, ...)."""
     return pb_utils.InferenceResponse(
-        error=pb_utils.TritonError(str(refusal), getattr(pb_utils.TritonError, refusal.status))
+        error=pb_utils.TritonError(str(refused), getattr(pb_utils.TritonError, refused.status))
     )
 
 
@@ -77,7 +77,7 @@ def _request(model_name: str, inputs: dict[str, np.ndarray], output_names: list[
     return pb_utils.InferenceRequest(
         model_name=model_name,
         inputs=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in inputs.items()],
-        requested_output_names=[*output_names, STATUS_CODE, STATUS_MESSAGE],
+        requested_output_names=[*output_names, *STATUS_OUTPUTS],
         timeout=timeout_us,
     )
 
@@ -91,10 +91,12 @@ def check_response(model_name: str, response) -> None:
 
 def _outputs(model_name: str, response, output_names: list[str]) -> dict[str, np.ndarray]:
     check_response(model_name, response)
-    status = pb_utils.get_output_tensor_by_name(response, STATUS_CODE)
-    if status is not None:
-        message = pb_utils.get_output_tensor_by_name(response, STATUS_MESSAGE).as_numpy().reshape(-1)[0]
-        raise Refusal(message.decode(), status.as_numpy().reshape(-1)[0].decode())
+    if pb_utils.get_output_tensor_by_name(response, STATUS_CODE) is not None:
+        code, message, reason = (
+            pb_utils.get_output_tensor_by_name(response, name).as_numpy().reshape(-1)[0].decode()
+            for name in STATUS_OUTPUTS
+        )
+        raise refusal(reason, message, code)
     return {name: output_array(response, name) for name in output_names}
 
 

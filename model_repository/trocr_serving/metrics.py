@@ -13,6 +13,10 @@ from trocr_serving.refusals import REASONS
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128]
 # Queue wait: from sub-millisecond (free rows) to the tens of seconds an overloaded server may make a request wait.
 QUEUE_WAIT_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+# End-to-end request time at the public model: from a refusal in a millisecond, through one line on a GPU
+# (tens of ms) and on a CPU (0.2 to 2 s), to a 64-image request or an overloaded server (tens of seconds; the
+# default deadline is 60 s).
+REQUEST_DURATION_BUCKETS_S = [0.005, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0]
 
 PREFIX = "trocr_"
 
@@ -63,6 +67,30 @@ class SchedulerMetrics:
             reason: counter("requests_rejected_total", "Requests refused", {**labels, "reason": reason})
             for reason in REASONS
         }
+
+
+class FrontMetrics:
+    """The public model's view: every request's end-to-end time and every failure by reason and status."""
+
+    def __init__(self, model: str):
+        self.labels = {"model": model}
+        self.request_duration_seconds = histogram(
+            "request_duration_seconds",
+            "Time from a request reaching the public model to its answer, errors included",
+            REQUEST_DURATION_BUCKETS_S,
+            self.labels,
+        )
+        self._failures: dict[tuple[str, str], object] = {}
+
+    def failed(self, reason: str, status: str) -> None:
+        key = (reason, status)
+        if key not in self._failures:
+            self._failures[key] = counter(
+                "requests_failed_total",
+                "Requests answered with an error, by reason and status code",
+                {**self.labels, "reason": reason, "code": status},
+            )
+        self._failures[key].increment(1)
 
 
 class BatchSizeMetric:

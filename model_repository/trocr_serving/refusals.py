@@ -56,14 +56,18 @@ class ModelUnavailableError(Refusal):
     retryable = True
 
 
-REASONS = tuple(
-    kind.reason
-    for kind in (
-        InvalidRequestError,
-        QueueFullError,
-        DeadlineExceededError,
-        RequestCancelledError,
-        ModelUnavailableError,
-        Refusal,
-    )
+KINDS = (
+    InvalidRequestError,
+    QueueFullError,
+    DeadlineExceededError,
+    RequestCancelledError,
+    ModelUnavailableError,
+    Refusal,
 )
+REASONS = tuple(kind.reason for kind in KINDS)
+
+
+def refusal(reason: str, message: str, status: str) -> Refusal:
+    """A refusal passed on from another model: the same kind, so that it is counted under its own reason."""
+    kind = next((kind for kind in KINDS if kind.reason == reason), Refusal)
+    return kind(message, status)

@@ -33,8 +33,9 @@ class Served:
         return TrOCRClient(self.server.grpc_url, timeout_s=300)
 
 
-def _serve(built: Built):
-    server = TritonServer(built.repository, log_file=built.repository / "tritonserver.log", exit_timeout_s=5)
+def _serve(built: Built, log_dir):
+    # The log goes beside the repository: nothing is written into a model repository at serve time.
+    server = TritonServer(built.repository, log_file=log_dir / "tritonserver.log", exit_timeout_s=5)
     server.start(timeout_s=180)
     try:
         yield Served(server, built)
@@ -43,13 +44,13 @@ def _serve(built: Built):
 
 
 @pytest.fixture(scope="session")
-def tiny(built_tiny):
-    yield from _serve(built_tiny)
+def tiny(built_tiny, tmp_path_factory):
+    yield from _serve(built_tiny, tmp_path_factory.mktemp("tiny-server"))
 
 
 @pytest.fixture(scope="session")
-def small(built_small):
-    yield from _serve(built_small)
+def small(built_small, tmp_path_factory):
+    yield from _serve(built_small, tmp_path_factory.mktemp("small-server"))
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -95,7 +95,8 @@ def constrained(tmp_path_factory):
     repository = tmp_path_factory.mktemp("constrained")
     options = ServingOptions(max_active_sequences=1, max_queued_sequences=1, trocr_instances=6)
     build_repository("random:tiny", repository, cache_dir=tmp_path_factory.getbasetemp() / "models", options=options)
-    with TritonServer(repository, log_file=repository / "tritonserver.log", exit_timeout_s=5) as server:
+    log = tmp_path_factory.mktemp("constrained-log") / "tritonserver.log"
+    with TritonServer(repository, log_file=log, exit_timeout_s=5) as server:
         yield server
 
 

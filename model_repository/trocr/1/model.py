@@ -27,6 +27,7 @@ from trocr_client import protocol
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls import ModelWatch, error_response, infer_decoupled_async, model_parameters
 from trocr_serving.detokenizer import Detokenizer
+from trocr_serving.metrics import FrontMetrics, release_families
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
 from trocr_serving.refusals import DeadlineExceededError, InvalidRequestError, Refusal
 from trocr_serving.requests import parse_request
@@ -53,10 +54,13 @@ class TritonPythonModel:
         self.default_timeout_us = int(model_parameters(json.loads(args["model_config"]))["default_timeout_us"])
         self._executor = ThreadPoolExecutor(PREPROCESS_THREADS, thread_name_prefix="preprocess")
         self._tasks: set[asyncio.Task] = set()
+        self.metrics = FrontMetrics(protocol.MODEL_NAME)
 
     def finalize(self):
         self._executor.shutdown(wait=True, cancel_futures=True)
         del self.detokenizer
+        del self.metrics
+        release_families()
 
     async def execute(self, requests):
         arrived = time.monotonic()
@@ -71,12 +75,14 @@ class TritonPythonModel:
         sender = request.get_response_sender()
         try:
             response = await self._transcribe(request, arrived)
-        except Refusal as exc:
-            response = error_response(exc)
         except Exception as exc:
-            LOGGER.exception("transcription failed")
-            response = error_response(Refusal(f"transcription failed: {exc}"))
+            if not isinstance(exc, Refusal):
+                LOGGER.exception("transcription failed")
+                exc = Refusal(f"transcription failed: {exc}")
+            self.metrics.failed(exc.reason, exc.status)
+            response = error_response(exc)
         sender.send(response, flags=FINAL)
+        self.metrics.request_duration_seconds.observe(time.monotonic() - arrived)
 
     def _prepare(self, request) -> dict[str, np.ndarray]:
         job = parse_request(
