@@ -146,7 +146,9 @@ _SITE_MODULE_TEMPLATE = '''"""Written by trocr_serving.launcher: the launching e
 import site
 import sys
 
-sys.dont_write_bytecode = True  # nothing written into the model repository at serve time
+# The stub ignores PYTHONDONTWRITEBYTECODE: nothing imported after this is compiled into the repository
+# (model.py itself comes compiled from trocr-build).
+sys.dont_write_bytecode = True
 _before = list(sys.path)
 for _path in {paths!r}:
     site.addsitedir(_path)  # also runs the .pth files (editable installs)
@@ -271,7 +273,6 @@ class TritonServer:
         libs = _pytriton_root().parent / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
         env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
         # ONNX Runtime keeps a device id under the user's cache folder: keep it in the server's work folder.
         env["XDG_CACHE_HOME"] = str(Path(self._workdir.name) / "cache")
         return env

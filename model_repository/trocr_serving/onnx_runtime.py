@@ -14,6 +14,7 @@ def create_session(path: Path, intra_op_threads: int = 0, spinning: bool = True)
     `spinning=False` stops idle worker threads from busy-waiting: in the server several sessions in
     different processes share the cores, and a spinning idle pool steals them from the busy one.
     """
+    ort.disable_telemetry_events()  # (its device id file goes to the server's own cache folder: see launcher)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads

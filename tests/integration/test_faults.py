@@ -133,6 +133,17 @@ def test_a_busy_port_is_refused_not_mistaken_for_our_server(built_tiny, faulty):
     assert faulty.is_ready()
 
 
+def _files(root: Path) -> dict[str, float]:
+    return {str(path.relative_to(root)): path.stat().st_mtime for path in root.rglob("*")}
+
+
+def test_serving_writes_nothing_into_the_repository(built_tiny, tmp_path):
+    before = _files(built_tiny.repository)
+    with TritonServer(built_tiny.repository, log_file=tmp_path / "tritonserver.log", exit_timeout_s=2) as server:
+        assert transcribe(server)[0] == "ok"
+    assert _files(built_tiny.repository) == before
+
+
 def _children(pid: int) -> list[int]:
     children = []
     for entry in Path("/proc").iterdir():

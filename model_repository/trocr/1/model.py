@@ -29,7 +29,7 @@ from trocr_serving.bls import ModelWatch, error_response, infer_decoupled_async,
 from trocr_serving.detokenizer import Detokenizer
 from trocr_serving.metrics import FrontMetrics, release_families
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
-from trocr_serving.refusals import DeadlineExceededError, InvalidRequestError, Refusal
+from trocr_serving.refusals import DeadlineExceededError, InvalidRequestError, QueueFullError, Refusal
 from trocr_serving.requests import parse_request
 
 LOGGER = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ class TritonPythonModel:
         self.config = PipelineConfig.load(model_dir)
         self.detokenizer = Detokenizer(model_dir / TOKENIZER_FILE, self.config.clean_up_tokenization_spaces)
         self.scheduler = ModelWatch(sp.MODEL_NAME)
-        self.default_timeout_us = int(model_parameters(json.loads(args["model_config"]))["default_timeout_us"])
+        parameters = model_parameters(json.loads(args["model_config"]))
+        self.default_timeout_us = int(parameters["default_timeout_us"])
+        self.max_requests_in_flight = int(parameters["max_requests_in_flight"])
         self._executor = ThreadPoolExecutor(PREPROCESS_THREADS, thread_name_prefix="preprocess")
         self._tasks: set[asyncio.Task] = set()
         self.metrics = FrontMetrics(protocol.MODEL_NAME)
@@ -66,14 +68,20 @@ class TritonPythonModel:
         arrived = time.monotonic()
         loop = asyncio.get_running_loop()
         for request in requests:
-            task = loop.create_task(self._answer(request, arrived))
+            task = loop.create_task(
+                self._answer(request, arrived, admitted=len(self._tasks) < self.max_requests_in_flight)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return None
 
-    async def _answer(self, request, arrived: float) -> None:
+    async def _answer(self, request, arrived: float, admitted: bool) -> None:
         sender = request.get_response_sender()
         try:
+            if not admitted:
+                raise QueueFullError(
+                    f"server busy: {self.max_requests_in_flight} requests in flight at this instance; retry later"
+                )
             response = await self._transcribe(request, arrived)
         except Exception as exc:
             if not isinstance(exc, Refusal):

@@ -1,0 +1,89 @@
+"""Overload and shutdown against the real server: the excess is refused at once, what is admitted stays fast,
+and a server stopped under load finishes what it holds."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.images import text_line
+from trocr_build.repository import ServingOptions, build_repository
+from trocr_client import ServerUnavailableError, TrOCRClient
+from trocr_loadtest.load import LoadSpec, run_load
+from trocr_serving.launcher import TritonServer
+
+pytestmark = pytest.mark.integration
+
+IMAGES = [text_line(f"overload {i}", width=200 + 20 * i) for i in range(4)]
+# Long beam searches on few decoder rows: a capacity of about ten images/s, so that the refusals of a 4x
+# overload (each a gRPC call answered by the server) cost little beside the work, as with a real model.
+WORK = {"max_new_tokens": 31, "num_beams": 4, "ignore_eos": True}
+ROWS = 4
+CAPACITY_CONCURRENCY = 2 * ROWS // WORK["num_beams"]  # requests that fill the active and the queued rows
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    repository = tmp_path_factory.mktemp("narrow")
+    options = ServingOptions(max_active_sequences=ROWS, max_queued_sequences=ROWS)
+    build_repository("random:tiny", repository, cache_dir=tmp_path_factory.getbasetemp() / "models", options=options)
+    log = tmp_path_factory.mktemp("narrow-log") / "tritonserver.log"
+    with TritonServer(repository, log_file=log, exit_timeout_s=10) as server:
+        yield server
+
+
+def test_four_times_capacity_is_shed_fast_and_the_admitted_stay_fast(narrow):
+    spec = {"duration_s": 5.0, "warmup_s": 1.0, "timeout_s": 20.0, **WORK}
+    saturated = run_load(narrow.grpc_url, IMAGES, LoadSpec(concurrency=CAPACITY_CONCURRENCY, **spec))
+    assert not [r for r in saturated.records if r.error], "the closed loop at capacity should not be refused"
+    capacity_per_s = len(saturated.records) / saturated.duration_s
+    saturated_p99_s = float(np.percentile([r.latency_s for r in saturated.records], 99))
+
+    overload = run_load(narrow.grpc_url, IMAGES, LoadSpec(rate_per_s=4 * capacity_per_s, **spec))
+    served = [r for r in overload.records if not r.error]
+    refused = [r for r in overload.records if r.error]
+    assert refused, "4x capacity was not shed"
+    assert {r.error for r in refused} == {ServerUnavailableError.__name__}, {r.error_message for r in refused}
+    refused_p95_s = float(np.percentile([r.latency_s for r in refused], 95))
+    served_p99_s = float(np.percentile([r.latency_s for r in served], 99))
+    goodput_per_s = len(served) / overload.duration_s
+    print(
+        f"capacity {capacity_per_s:.1f}/s (p99 {saturated_p99_s:.2f} s); at 4x: served {goodput_per_s:.1f}/s "
+        f"(p99 {served_p99_s:.2f} s), refused {len(refused) / overload.duration_s:.1f}/s (p95 {refused_p95_s:.3f} s)"
+    )
+    assert refused_p95_s < 0.5
+    # Admitted requests wait for at most one batch ahead of them (the queue bound equals the rows).
+    assert served_p99_s < 3 * saturated_p99_s + 0.5
+    assert goodput_per_s > 0.5 * capacity_per_s
+
+
+def test_stopping_under_load_finishes_the_requests_it_holds(built_tiny, tmp_path):
+    server = TritonServer(built_tiny.repository, log_file=tmp_path / "tritonserver.log", exit_timeout_s=10)
+    server.start(timeout_s=180)
+    outcomes: list[object] = []
+
+    def call(index: int) -> None:
+        try:
+            with TrOCRClient(server.grpc_url, timeout_s=30) as client:
+                outcomes.append(client.transcribe(IMAGES[index % len(IMAGES)], **WORK)[0])
+        except Exception as exc:  # what callers see is the subject of the test
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    server.close()
+    stop_s = time.monotonic() - started
+    for thread in threads:
+        thread.join()
+    print(f"stopped in {stop_s:.1f} s under load of 16 requests")
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    # Requests the server held are finished; any that arrived as it stopped are told to go elsewhere.
+    assert all(isinstance(o, ServerUnavailableError) for o in failed), failed
+    assert len(failed) < len(outcomes)
+    assert stop_s < 10
