@@ -81,6 +81,7 @@ class ServingOptions:
         if self.trocr_max_requests_in_flight is not None:
             return self.trocr_max_requests_in_flight
         return self.max_active_sequences + self.max_queued_sequences
+
     max_cache_bytes: int = 2 * 1024**3  # caps max_active_sequences by cross-attention + self-attention cache
     intra_op_threads: int = 0  # 0: one per core
 

@@ -78,6 +78,10 @@ class ContinuousBatcher:
         return per_position * (shape.encoder_seq_len + max_cache_len)
 
     @property
+    def free_rows(self) -> int:
+        return self.max_rows - self.active_rows
+
+    @property
     def queued_rows(self) -> int:
         return sum(group.width for group in self.waiting)
 
@@ -86,7 +90,7 @@ class ContinuousBatcher:
         width = sum(group.width for group in groups)
         if any(group.width > self.max_rows for group in groups):
             raise InvalidRequestError(f"num_beams exceeds the {self.max_rows} decoder rows the server has")
-        if self.queued_rows and self.queued_rows + width > self.max_queued:
+        if self.queued_rows and self.queued_rows + width > self.max_queued + self.free_rows:
             raise QueueFullError(
                 f"server busy: {self.queued_rows} sequences already wait (bound {self.max_queued}); retry later"
             )

@@ -65,10 +65,11 @@ class DecodeLoop:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def reserve(self, rows: int) -> None:
-        """Claim queue room before the (costly) encoding, or raise QueueFullError. An empty queue takes any
-        request, so a request larger than the bound waits its turn instead of being refused for ever."""
+        """Claim queue room before the (costly) encoding, or raise QueueFullError. Rows free in the running
+        batch take waiting rows first; an empty queue takes any request, so a request larger than the bound
+        waits its turn instead of being refused for ever."""
         waiting = self.pending_rows + self.batcher.queued_rows
-        if waiting and waiting + rows > self.batcher.max_queued:
+        if waiting and waiting + rows > self.batcher.max_queued + self.batcher.free_rows:
             raise QueueFullError(
                 f"server busy: {waiting} sequences already wait (bound {self.batcher.max_queued}); retry later"
             )

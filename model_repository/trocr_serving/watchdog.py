@@ -48,17 +48,23 @@ class StubWatchdog:
         self.shm_regions: set[str] = set()  # of every stub seen, for cleanup
         self.restarts: list[Restart] = []
         self._stop = threading.Event()
+        # The thread outlives its checks until the server has exited: a server it relaunched got the launcher's
+        # parent-death signal, which Linux sends when the thread that started the process ends.
+        self._release = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._take_stock()
         self._stop.clear()
+        self._release.clear()
         self._thread = threading.Thread(target=self._run, name="stub-watchdog", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, join: bool = True) -> None:
+        """No checks from now on; `join` (once the server has exited) also ends the thread."""
         self._stop.set()
-        if self._thread is not None:
+        if join and self._thread is not None:
+            self._release.set()
             self._thread.join()
             self._thread = None
 
@@ -75,6 +81,7 @@ class StubWatchdog:
                     self._restart(cause)
             except Exception:
                 LOGGER.exception("watchdog failed")
+        self._release.wait()
 
     def check(self) -> str | None:
         """What died since the server was ready, or None."""

@@ -18,10 +18,10 @@ from trocr_serving.launcher import TritonServer
 pytestmark = pytest.mark.integration
 
 IMAGES = [text_line(f"overload {i}", width=200 + 20 * i) for i in range(4)]
-# Long beam searches on few decoder rows: a capacity of about ten images/s, so that the refusals of a 4x
+# Long beam searches on few decoder rows: a capacity of about 15 images/s, so that the refusals of a 4x
 # overload (each a gRPC call answered by the server) cost little beside the work, as with a real model.
-WORK = {"max_new_tokens": 31, "num_beams": 4, "ignore_eos": True}
-ROWS = 4
+WORK = {"max_new_tokens": 31, "num_beams": 8, "ignore_eos": True}
+ROWS = 8
 CAPACITY_CONCURRENCY = 2 * ROWS // WORK["num_beams"]  # requests that fill the active and the queued rows
 
 
@@ -75,15 +75,14 @@ def test_stopping_under_load_finishes_the_requests_it_holds(built_tiny, tmp_path
     threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)
+    time.sleep(1.0)  # all sent: the server holds them
     started = time.monotonic()
     server.close()
     stop_s = time.monotonic() - started
     for thread in threads:
         thread.join()
     print(f"stopped in {stop_s:.1f} s under load of 16 requests")
-    failed = [o for o in outcomes if isinstance(o, Exception)]
-    # Requests the server held are finished; any that arrived as it stopped are told to go elsewhere.
-    assert all(isinstance(o, ServerUnavailableError) for o in failed), failed
-    assert len(failed) < len(outcomes)
-    assert stop_s < 10
+    # The launcher unloads the public model first, which finishes the requests it holds, then stops Triton.
+    assert [o for o in outcomes if isinstance(o, Exception)] == []
+    assert len(outcomes) == 16
+    assert stop_s < 20

@@ -128,10 +128,11 @@ def test_ignore_eos_generates_exactly_max_new_tokens(built_tiny):
 def test_rows_beyond_the_limit_wait_and_the_queue_is_bounded(built_tiny):
     harness = Harness(built_tiny, max_rows=2, max_queued=3)
     harness.batcher.submit(harness.groups(images(3), 5))
-    with pytest.raises(QueueFullError, match="server busy"):
+    harness.batcher.submit(harness.groups(images(2), 5))  # 5 waiting: 2 will take the free rows, 3 queue
+    with pytest.raises(QueueFullError, match="server busy: 5 sequences already wait"):
         harness.batcher.submit(harness.groups(images(1), 5))
     harness.batcher.admit()
-    assert harness.batcher.active_rows == 2 and len(harness.batcher.waiting) == 1
+    assert harness.batcher.active_rows == 2 and len(harness.batcher.waiting) == 3
     harness.run()
     assert harness.batch_sizes[0] == 2 and max(harness.batch_sizes) <= 2
 

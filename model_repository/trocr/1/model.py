@@ -16,6 +16,7 @@ import trocr_triton_site  # noqa: F401
 import asyncio
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,8 @@ LOGGER = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # Image decoding and preprocessing run beside the event loop (PIL releases the GIL for most of it).
 PREPROCESS_THREADS = 2
+DRAIN_TIMEOUT_S = 60.0  # the longest default deadline of a request
+OPTIONAL_INPUTS = (protocol.INPUT_MAX_NEW_TOKENS, protocol.INPUT_NUM_BEAMS, protocol.INPUT_IGNORE_EOS)
 
 
 def _input(request, name: str, required: bool = False):
@@ -56,9 +59,15 @@ class TritonPythonModel:
         self.max_requests_in_flight = int(parameters["max_requests_in_flight"])
         self._executor = ThreadPoolExecutor(PREPROCESS_THREADS, thread_name_prefix="preprocess")
         self._tasks: set[asyncio.Task] = set()
+        self._idle = threading.Event()  # set while no request is in flight
+        self._idle.set()
         self.metrics = FrontMetrics(protocol.MODEL_NAME)
 
     def finalize(self):
+        # Triton does not count requests answered through response senders as in flight, so it would unload
+        # this model under them: finish them first (the launcher unloads this model before stopping the server).
+        if not self._idle.wait(timeout=DRAIN_TIMEOUT_S):
+            LOGGER.warning("unloading with %d requests still in flight", len(self._tasks))
         self._executor.shutdown(wait=True, cancel_futures=True)
         del self.detokenizer
         del self.metrics
@@ -72,8 +81,14 @@ class TritonPythonModel:
                 self._answer(request, arrived, admitted=len(self._tasks) < self.max_requests_in_flight)
             )
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._idle.clear()
+            task.add_done_callback(self._finished)
         return None
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
 
     async def _answer(self, request, arrived: float, admitted: bool) -> None:
         sender = request.get_response_sender()
@@ -92,20 +107,19 @@ class TritonPythonModel:
         sender.send(response, flags=FINAL)
         self.metrics.request_duration_seconds.observe(time.monotonic() - arrived)
 
-    def _prepare(self, request) -> dict[str, np.ndarray]:
-        job = parse_request(
-            _input(request, protocol.INPUT_IMAGE, required=True),
-            _input(request, protocol.INPUT_MAX_NEW_TOKENS),
-            _input(request, protocol.INPUT_NUM_BEAMS),
-            self.config,
-            _input(request, protocol.INPUT_IGNORE_EOS),
-        )
+    def _prepare(self, images, max_new_tokens, num_beams, ignore_eos) -> dict[str, np.ndarray]:
+        """In a worker thread: plain arrays only (the request objects stay in the event loop's thread)."""
+        job = parse_request(images, max_new_tokens, num_beams, self.config, ignore_eos)
         return sp.request_arrays(job.pixel_values, job.max_new_tokens, job.num_beams, job.ignore_eos)
 
     async def _transcribe(self, request, arrived: float):
         timeout_us = request.timeout() or self.default_timeout_us
         deadline = arrived + timeout_us / 1e6 if timeout_us else None
-        inputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._prepare, request)
+        arrays = [
+            _input(request, protocol.INPUT_IMAGE, required=True),
+            *(_input(request, name) for name in OPTIONAL_INPUTS),
+        ]
+        inputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._prepare, *arrays)
         remaining_us = 0
         if deadline is not None:
             remaining_us = int((deadline - time.monotonic()) * 1e6)
