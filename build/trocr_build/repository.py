@@ -51,19 +51,12 @@ class ServingOptions:
     decoder_max_batch_size: int = 64
     decoder_queue_delay_us: int = 500
     trocr_max_batch_size: int = protocol.MAX_IMAGES_PER_REQUEST
-    # Front instances: each serves any number of requests at once (one task per request, answered through its
-    # response sender); more instances spread image decoding over more cores.
-    trocr_instances: int = 2
-    # Requests one front instance holds at once (decoding images, waiting for the scheduler); beyond, UNAVAILABLE
-    # at once, before any image is decoded. None: the scheduler's rows (active + queued), so that most of an
-    # overload is refused here, where it costs nothing (not divided among the instances: Triton does not
-    # spread requests evenly, and a closed loop at capacity was then refused). Measured (random:tiny, two rows,
-    # 4x capacity offered): refused only by the scheduler, after decoding and a BLS call, the refusals took
-    # the CPU and goodput fell to 0.29x capacity.
-    trocr_max_requests_in_flight: int | None = None
-    # Triton's queue in front of `trocr`: it only fills while every front instance is busy starting requests;
-    # beyond this many requests, UNAVAILABLE at once.
-    trocr_max_queue_size: int = 64
+    # Front instances: each serves one request at a time, so this bounds the requests in the scheduler at once.
+    trocr_instances: int = 16
+    # Triton's queue in front of `trocr` (requests beyond the instances); beyond, UNAVAILABLE at once, refused by
+    # Triton itself before any image is decoded. One round of the instances: a queued request starts within
+    # about one request's time.
+    trocr_max_queue_size: int = 16
     # The deadline of a request that brings no KServe `timeout` parameter, counted from its arrival: past it
     # the request fails with UNAVAILABLE and its decoder rows are freed, so work for a client that left ends.
     default_request_timeout_s: float = 60.0
@@ -75,13 +68,6 @@ class ServingOptions:
     # beam-tokens (images x num_beams x max_new_tokens; beyond: INVALID_ARGUMENT naming the limit).
     max_request_rows: int = 16
     max_request_row_tokens: int = 8192
-
-    @property
-    def front_requests_in_flight(self) -> int:
-        if self.trocr_max_requests_in_flight is not None:
-            return self.trocr_max_requests_in_flight
-        return self.max_active_sequences + self.max_queued_sequences
-
     max_cache_bytes: int = 2 * 1024**3  # caps max_active_sequences by cross-attention + self-attention cache
     intra_op_threads: int = 0  # 0: one per core
 
@@ -208,15 +194,15 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
         ),
         instance_count=options.trocr_instances,
         dynamic_batching=DynamicBatching(
+            # One request per execute() (an instance serves one at a time): the queue policy needs a dynamic
+            # batcher, not the batching.
+            preferred_batch_sizes=(1,),
             queue_policy=QueuePolicy(
                 max_queue_size=options.trocr_max_queue_size,
                 default_timeout_us=int(options.default_request_timeout_s * 1e6),
-            )
+            ),
         ),
-        parameters={
-            "default_timeout_us": str(int(options.default_request_timeout_s * 1e6)),
-            "max_requests_in_flight": str(options.front_requests_in_flight),
-        },
+        parameters={"default_timeout_us": str(int(options.default_request_timeout_s * 1e6))},
     )
     return [encoder, decoder, scheduler, trocr]
 

@@ -30,6 +30,7 @@ from trocr_serving.launcher import TritonServer, models_in
 LOGGER = logging.getLogger(__name__)
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+RISING_RATIO = 1.05  # a last step of more than 5% is not a plateau
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--slo-percentile", default="p95", choices=["p50", "p90", "p95", "p99", "max"])
     plan.add_argument("--target-rate", type=float, default=200.0, help="images/s the fleet must serve")
     plan.add_argument("--headroom", type=float, default=0.2, help="spare capacity as a fraction (0.2 = 20%%)")
+    p.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.01,
+        help="exit with status 1 when a setting's error rate passes this (default: %(default)s)",
+    )
     p.add_argument("--output-dir", type=Path, default=None, help="default: loadtest/results/<time>")
     p.add_argument("--no-plot", action="store_true")
     return p
@@ -82,10 +89,35 @@ class Progress:
             sys.stderr.write("\n")
 
 
+class NoServerError(RuntimeError):
+    pass
+
+
+def still_rising(points: list[SweepPoint], closed_loop: bool) -> str | None:
+    """A warning when a closed-loop sweep's throughput still rises at its top concurrency: the plan then
+    underestimates what one replica serves (and more so what it queues under open-loop arrivals)."""
+    if not closed_loop or len(points) < 2:
+        return None
+    last, before = points[-1].images_per_s, points[-2].images_per_s
+    if before > 0 and last > RISING_RATIO * before:
+        return (
+            f"throughput still rises at {points[-1].setting} ({before:.2f} -> {last:.2f} images/s): "
+            "extend --concurrency, or plan from an open-loop sweep (--rate)"
+        )
+    return None
+
+
+def failing_settings(points: list[SweepPoint], max_error_rate: float) -> list[str]:
+    return [f"{p.setting}: {p.error_rate:.1%} errors" for p in points if p.error_rate > max_error_rate]
+
+
 @contextlib.contextmanager
 def server_for(args):
     """(grpc url, metrics url): the one given, the default one if it answers, or a local server we start."""
     if args.url:
+        with TrOCRClient(args.url, timeout_s=10) as probe:
+            if not probe.is_ready():
+                raise NoServerError(f"no ready trocr model at {args.url}: nothing was sent")
         host = args.url.rsplit(":", 1)[0]
         yield args.url, args.metrics_url or f"http://{host}:8002/metrics"
         return
@@ -132,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output_dir or RESULTS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
     output.mkdir(parents=True, exist_ok=True)
     rows, points, generator = [], [], []
-    with server_for(args) as (url, metrics_url):
+    with contextlib.ExitStack() as stack:
+        try:
+            url, metrics_url = stack.enter_context(server_for(args))
+        except NoServerError as exc:
+            LOGGER.error("%s", exc)
+            return 2
         for label, spec in settings(args):
             before = _scrape(metrics_url)
             cpu_before, wall_before = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
@@ -185,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plot:
         plot_curve(output / "throughput_latency.png", rows, args.slo_ms / 1e3, "trocr-triton: latency vs throughput")
     print(f"\nresults in {output}")
+    rising = still_rising(points, closed_loop=not args.rate)
+    if rising:
+        LOGGER.warning("%s", rising)
+    failing = failing_settings(points, args.max_error_rate)
+    if failing:
+        LOGGER.error("error rate above %.1f%%: %s", 100 * args.max_error_rate, "; ".join(failing))
+        return 1
     return 0
 
 

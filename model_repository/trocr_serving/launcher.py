@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from trocr_client.protocol import MODEL_NAME
 from trocr_serving.watchdog import StubWatchdog
 
@@ -34,7 +36,9 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 300.0
-STOP_GRACE_S = 15.0  # beyond Triton's own exit timeout, before SIGKILL
+# After the drain nothing is in flight: Triton gets this long to unload the models and exit, then SIGKILL (a
+# front stub that crashed while unloading makes Triton 2.51 wait out its whole exit timeout).
+STOP_GRACE_S = 5.0
 PORT_RETRIES = 3
 # Shared memory for tensors between the server and its Python models: the cross-attention keys/values
 # of a batch of images run to tens of MB, so start big rather than grow 1 MB at a time.
@@ -145,8 +149,11 @@ SITE_MODULE = "trocr_triton_site"
 
 
 _SITE_MODULE_TEMPLATE = '''"""Written by trocr_serving.launcher: the launching environment's import path, first."""
+import faulthandler
 import site
 import sys
+
+faulthandler.enable()  # a stub that crashes leaves its Python stack in the server's log
 
 # The stub ignores PYTHONDONTWRITEBYTECODE: nothing imported after this is compiled into the repository
 # (model.py itself comes compiled from trocr-build).
@@ -377,11 +384,13 @@ class TritonServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def drain(self) -> None:
-        """Unload the public model first and wait until it has answered the requests it holds, while the models
-        it calls still serve. On SIGTERM alone Triton refuses every new call at once, BLS calls between models
-        included ("Server not ready"), and it does not count requests answered through response senders as
-        in flight: 4 of 16 requests in flight failed in a test on random:small. New requests meanwhile get
-        NOT_FOUND "has no available versions", which the client library retries elsewhere."""
+        """Stop taking requests at the public model and wait until it has answered those it holds, while the
+        models it calls still serve. On SIGTERM alone Triton refuses every new call at once, BLS calls between
+        models included ("Server not ready"), so requests still queued or decoding their images failed. The
+        public model is unloaded (new requests get NOT_FOUND "has no available versions", which the client
+        library retries elsewhere) and the front's in-flight gauge and Triton's queue are watched until empty:
+        not the unload itself, which Triton 2.51 does not finish (front stubs that made decoupled BLS calls
+        crash while unloading)."""
         if MODEL_NAME not in models_in(self.model_repository):
             return
         request = urllib.request.Request(
@@ -394,19 +403,22 @@ class TritonServer:
         try:
             with urllib.request.urlopen(request, timeout=self.exit_timeout_s):
                 pass
-            while time.monotonic() < deadline and self._is_loaded(MODEL_NAME):
+            while time.monotonic() < deadline and self._requests_held() > 0:
                 time.sleep(0.1)
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        except (OSError, ValueError) as exc:
             LOGGER.warning("could not drain %s before stopping: %s", MODEL_NAME, exc)
 
-    def _is_loaded(self, model: str) -> bool:
-        """Loaded or still unloading (a model being unloaded is already "not ready")."""
-        request = urllib.request.Request(
-            f"{self.http_url}/v2/repository/index", data=b"{}", method="POST", headers=self.admin_headers("http")
+    def _requests_held(self) -> float:
+        """Requests the public model is serving or has queued, from the server's metrics."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        held = ("trocr_requests_in_flight", "nv_inference_pending_request_count")
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name in held and sample.labels.get("model") == MODEL_NAME
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            index = json.loads(response.read())
-        return any(entry["name"] == model and entry.get("state") in ("READY", "UNLOADING") for entry in index)
 
     def stop(self) -> None:
         """Drain the public model, then SIGTERM (Triton unloads the models and exits), then SIGKILL if it has not
@@ -416,7 +428,7 @@ class TritonServer:
         if self.process is not None and self.process.poll() is None:
             self.drain()
             self.process.terminate()
-            timeout_s = self.exit_timeout_s + STOP_GRACE_S
+            timeout_s = STOP_GRACE_S
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

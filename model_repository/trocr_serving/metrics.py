@@ -70,10 +70,16 @@ class SchedulerMetrics:
 
 
 class FrontMetrics:
-    """The public model's view: every request's end-to-end time and every failure by reason and status."""
+    """The public model's view: every request's end-to-end time, every failure by reason and status, and
+    whether each instance is serving a request (the launcher drains on it before stopping)."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, instance: str):
         self.labels = {"model": model}
+        self.in_flight = gauge(
+            "requests_in_flight",
+            "Requests an instance of the public model is serving",
+            {**self.labels, "instance": instance},
+        )
         self.request_duration_seconds = histogram(
             "request_duration_seconds",
             "Time from a request reaching the public model to its answer, errors included",

@@ -28,7 +28,13 @@ CAPACITY_CONCURRENCY = 2 * ROWS // WORK["num_beams"]  # requests that fill the a
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory):
     repository = tmp_path_factory.mktemp("narrow")
-    options = ServingOptions(max_active_sequences=ROWS, max_queued_sequences=ROWS)
+    # As many front instances as requests fit in the active and queued rows, and a queue of as many again.
+    options = ServingOptions(
+        max_active_sequences=ROWS,
+        max_queued_sequences=ROWS,
+        trocr_instances=CAPACITY_CONCURRENCY,
+        trocr_max_queue_size=CAPACITY_CONCURRENCY,
+    )
     build_repository("random:tiny", repository, cache_dir=tmp_path_factory.getbasetemp() / "models", options=options)
     log = tmp_path_factory.mktemp("narrow-log") / "tritonserver.log"
     with TritonServer(repository, log_file=log, exit_timeout_s=10) as server:

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from trocr_loadtest.capacity import SweepPoint, plan_capacity, render_plan
+from trocr_loadtest.cli import failing_settings, still_rising
+from trocr_loadtest.cli import main as cli_main
 from trocr_loadtest.report import render_sweep, write_csv
 from trocr_loadtest.server_metrics import ServerFigures
 from trocr_loadtest.stats import RequestRecord, percentile, summarize
@@ -109,3 +111,26 @@ def test_reports(tmp_path):
     write_csv(tmp_path / "s.csv", rows)
     header, line = (tmp_path / "s.csv").read_text().splitlines()
     assert header.startswith("setting,requests,succeeded,images_per_s") and line.startswith("concurrency 1,2,2,2.0000")
+
+
+def _point(setting: str, images_per_s: float, error_rate: float = 0.0) -> SweepPoint:
+    return SweepPoint(setting, images_per_s, {"p95": 0.1}, error_rate)
+
+
+def test_a_closed_loop_sweep_still_rising_at_its_top_is_flagged():
+    rising = [_point("concurrency 8", 3.0), _point("concurrency 16", 3.6)]
+    flat = [_point("concurrency 8", 3.0), _point("concurrency 16", 3.1)]
+    assert "still rises at concurrency 16 (3.00 -> 3.60" in still_rising(rising, closed_loop=True)
+    assert still_rising(flat, closed_loop=True) is None
+    assert still_rising(rising, closed_loop=False) is None
+
+
+def test_settings_over_the_error_bound_are_named():
+    points = [_point("rate 2/s", 2.0, 0.0), _point("rate 8/s", 3.0, 0.25)]
+    assert failing_settings(points, 0.01) == ["rate 8/s: 25.0% errors"]
+
+
+def test_no_load_is_sent_to_a_server_that_is_not_ready():
+    from trocr_serving.launcher import free_port
+
+    assert cli_main(["--url", f"127.0.0.1:{free_port()}", "--no-plot"]) == 2
