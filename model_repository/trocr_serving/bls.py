@@ -39,7 +39,7 @@ class ModelWatch:
     """The stub processes of a model that BLS calls wait on, so that a caller stops waiting when one dies.
 
     Triton 2.51 never answers the requests a dead stub held (they hung until the client's deadline), nor
-    restarts it; the launcher's watchdog reloads the model, and callers fail their requests at once.
+    restarts it: callers fail those requests at once, and the launcher's watchdog restarts the server.
     """
 
     def __init__(self, model_name: str):

@@ -12,6 +12,7 @@ from tritonclient.utils import InferenceServerException
 from tests.images import NOT_AN_IMAGE, text_line, truncated_png
 from trocr_client import InvalidInputError
 from trocr_client.client import build_inputs, parse_outputs
+from trocr_serving.bls_status import STATUS_OUTPUTS
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +85,51 @@ def test_wrong_tensor_type_is_refused_by_triton(tiny):
         client.infer("trocr", [tensor])
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     client.close()
+
+
+def test_a_missing_image_input_is_invalid_argument(tiny):
+    client = grpcclient.InferenceServerClient(tiny.server.grpc_url)
+    tokens = grpcclient.InferInput("max_new_tokens", [1, 1], "INT32")
+    tokens.set_data_from_numpy(np.full((1, 1), 4, dtype=np.int32))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("trocr", [tokens])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "image" in caught.value.message()
+    client.close()
+
+
+def test_a_request_that_can_never_fit_names_the_limit(tiny):
+    with pytest.raises(InferenceServerException, match="beam-tokens .* the limit per request is 8192") as caught:
+        raw_infer(tiny, [text_line(f"wide {i}") for i in range(40)], num_beams=16, max_new_tokens=31)
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_the_internal_scheduler_checks_the_same_bounds(tiny):
+    """Callers can reach `scheduler` directly over gRPC streaming: it must refuse what the public model would."""
+    config = grpcclient.InferenceServerClient(tiny.server.grpc_url).get_model_config("scheduler", as_json=True)
+    shape = [1, *(int(d) for d in config["config"]["input"][0]["dims"][1:])]
+    arrays = {
+        "pixel_values": np.zeros(shape, dtype=np.float32),
+        "max_new_tokens": np.array([4], dtype=np.int32),
+        "num_beams": np.array([17], dtype=np.int32),
+        "ignore_eos": np.array([False]),
+    }
+    inputs = []
+    for name, array in arrays.items():
+        tensor = grpcclient.InferInput(
+            name,
+            list(array.shape),
+            "BOOL" if array.dtype == bool else {np.float32: "FP32", np.int32: "INT32"}[array.dtype.type],
+        )
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    answers = []
+    client = grpcclient.InferenceServerClient(tiny.server.grpc_url)
+    client.start_stream(callback=lambda result, error: answers.append((result, error)))
+    client.async_stream_infer("scheduler", inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in STATUS_OUTPUTS])
+    client.stop_stream()  # waits for the answer
+    client.close()
+    (result, error), *_ = answers
+    assert error is None
+    code, message, _ = (result.as_numpy(name).reshape(-1)[0].decode() for name in STATUS_OUTPUTS)
+    assert code == "INVALID_ARG" and "num_beams=17 is out of range" in message

@@ -80,11 +80,9 @@ def test_a_killed_stub_fails_its_requests_at_once_and_is_restarted(faulty, insta
             time.sleep(0.05)
         outcomes = [future.result() for future in futures]
     assert len(faulty.watchdog.restarts) == restarts_before + 1, "the watchdog did not restart the server"
-    # The stub's death, or the server's if the kill aborted it (seen with Triton 2.51).
-    assert faulty.watchdog.restarts[-1].cause in (
-        f"stub process of {instance} died",
-        "tritonserver exited with code -6",
-    )
+    # The stub's death, or the server's if the kill took it down too (SIGABRT seen with Triton 2.51).
+    cause = faulty.watchdog.restarts[-1].cause
+    assert cause == f"stub process of {instance} died" or cause.startswith("tritonserver exited with code -"), cause
     assert faulty.is_ready()
     # Every request either succeeded with the right tokens or failed at once with a retryable error.
     for kind, seconds, detail in outcomes:

@@ -3,7 +3,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from trocr_build.export import Dimensions
-from trocr_build.model_config import DynamicBatching, ModelConfig, ModelConfigError, Tensor
+from trocr_build.model_config import DynamicBatching, ModelConfig, ModelConfigError, QueuePolicy, Tensor
 from trocr_build.repository import ServingOptions, model_configs
 
 
@@ -117,3 +117,28 @@ def test_repository_configs_match_the_graph_dimensions():
     assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
     assert scheduler.model_transaction_policy.decoupled and list(scheduler.input[0].dims) == [-1, 3, 384, 384]
     assert [t.name for t in trocr.output] == ["text", "score", "token_ids"]
+
+
+def test_queue_policy_rejects_beyond_its_size_and_after_its_timeout():
+    queue = QueuePolicy(max_queue_size=16, default_timeout_us=60_000_000)
+    policy = parsed(config(dynamic_batching=DynamicBatching(queue_policy=queue))).dynamic_batching.default_queue_policy
+    assert policy.max_queue_size == 16
+    assert policy.timeout_action == pb.ModelQueuePolicy.REJECT
+    assert policy.default_timeout_microseconds == 60_000_000
+    assert policy.allow_timeout_override
+
+
+def test_queue_policy_needs_room():
+    with pytest.raises(ModelConfigError, match="max_queue_size >= 1"):
+        config(dynamic_batching=DynamicBatching(queue_policy=QueuePolicy(max_queue_size=0))).to_protobuf()
+
+
+def test_public_model_is_behind_a_bounded_queue_sized_by_the_options():
+    dims = Dimensions((64, 64), 17, 1, 1, 4, 10, 33)
+    options = ServingOptions(trocr_instances=3, trocr_max_queue_size=5, default_request_timeout_s=2.5)
+    trocr = parsed(model_configs(dims, options)[-1])
+    assert trocr.instance_group[0].count == 3
+    assert list(trocr.dynamic_batching.preferred_batch_size) == [1]
+    assert trocr.dynamic_batching.default_queue_policy.max_queue_size == 5
+    assert trocr.dynamic_batching.default_queue_policy.default_timeout_microseconds == 2_500_000
+    assert trocr.parameters["default_timeout_us"].string_value == "2500000"
