@@ -82,7 +82,6 @@ class TritonPythonModel:
             "scheduler: %d rows x %.1f MB of cache, queue bound %d", max_rows, row_bytes / 2**20, batcher.max_queued
         )
         self.metrics = TritonMetrics(config["name"])
-        self.metrics.occupancy(0, 0)  # a reloaded scheduler starts from nothing (the gauges outlive a dead stub)
 
         def run_decoder(inputs):
             out = decoder.run(inputs)
