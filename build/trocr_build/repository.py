@@ -178,6 +178,7 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
         },
     )
     scalar = ()
+    default_timeout_us = int(options.default_request_timeout_s * 1e6)
     trocr = ModelConfig(
         name=protocol.MODEL_NAME,
         max_batch_size=options.trocr_max_batch_size,
@@ -199,10 +200,10 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
             preferred_batch_sizes=(1,),
             queue_policy=QueuePolicy(
                 max_queue_size=options.trocr_max_queue_size,
-                default_timeout_us=int(options.default_request_timeout_s * 1e6),
+                default_timeout_us=default_timeout_us,
             ),
         ),
-        parameters={"default_timeout_us": str(int(options.default_request_timeout_s * 1e6))},
+        parameters={"default_timeout_us": str(default_timeout_us)},
     )
     return [encoder, decoder, scheduler, trocr]
 

@@ -256,7 +256,7 @@ class TritonServer:
             f"--backend-directory={backends}",
             f"--id={self.server_id}",
             # Explicit, so that code folders beside the models are not loaded as models; the load/unload API
-            # is restricted to the admin key (see Access), which the watchdog uses to reload a model.
+            # is restricted to the admin key (see Access), which the launcher uses to drain before stopping.
             "--model-control-mode=explicit",
             *(f"--load-model={name}" for name in models),
             *(

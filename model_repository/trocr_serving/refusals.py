@@ -12,7 +12,6 @@ class Refusal(Exception):
 
     status = "INTERNAL"
     reason = "internal"
-    retryable = False
 
     def __init__(self, message: str, status: str | None = None):
         super().__init__(message)
@@ -32,7 +31,6 @@ class QueueFullError(Refusal):
 
     status = "UNAVAILABLE"
     reason = "queue_full"
-    retryable = True
 
 
 class DeadlineExceededError(Refusal):
@@ -40,7 +38,6 @@ class DeadlineExceededError(Refusal):
 
     status = "UNAVAILABLE"
     reason = "deadline"
-    retryable = True
 
 
 class RequestCancelledError(Refusal):
@@ -53,7 +50,6 @@ class ModelUnavailableError(Refusal):
 
     status = "UNAVAILABLE"
     reason = "unavailable"
-    retryable = True
 
 
 KINDS = (
