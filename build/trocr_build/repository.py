@@ -22,6 +22,7 @@ from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls_status import STATUS_OUTPUTS
 from trocr_serving.pipeline_config import (
+    BUILD_INFO_FILE,
     TOKENIZER_FILE,
     DecoderShape,
     GenerationDefaults,
@@ -34,9 +35,8 @@ LOGGER = logging.getLogger(__name__)
 # The committed model code (model.py of each model) lives next to this package in the source tree.
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL_NAMES = ("encoder", "decoder", sp.MODEL_NAME, protocol.MODEL_NAME)
-BUILD_INFO_FILE = "build_info.json"
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 3
+REPOSITORY_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,9 @@ def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimension
     )
 
 
-def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig]:
+def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list[ModelConfig]:
+    """The four models' configs; `model` (the id built from) is a parameter of the public model, so a
+    client can tell which weights a server serves."""
     height, width = dims.image_size
     layers, heads, head_dim = dims.num_layers, dims.num_heads, dims.head_dim
     cross = (layers, 2, heads, dims.encoder_seq_len, head_dim)
@@ -203,7 +205,7 @@ def model_configs(dims: Dimensions, options: ServingOptions) -> list[ModelConfig
                 default_timeout_us=default_timeout_us,
             ),
         ),
-        parameters={"default_timeout_us": str(default_timeout_us)},
+        parameters={"default_timeout_us": str(default_timeout_us), "model": model},
     )
     return [encoder, decoder, scheduler, trocr]
 
@@ -240,7 +242,7 @@ def build_repository(
             "decoder": export_decoder(hf_model, dims, decoder_path, atol),
             "reference": validate_against_reference(hf_model, dims, encoder_path, decoder_path, atol),
         }
-    for config in model_configs(dims, options):
+    for config in model_configs(dims, options, model):
         (output / config.name / "config.pbtxt").write_text(config.to_pbtxt())
     trocr_dir = output / protocol.MODEL_NAME / "1"
     pipeline = pipeline_config(hf_model, processor, dims, source)

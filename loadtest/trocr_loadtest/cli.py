@@ -1,9 +1,12 @@
-"""`trocr-loadtest`: a throughput/latency sweep against a trocr-triton server, and a capacity plan.
+"""`trocr-loadtest`: a capacity plan for a trocr-triton server, from open-loop measurements.
 
-With no arguments: a short closed-loop sweep (concurrency 1, 2, 4, 8, 16; 10 s each after 3 s of warm-up)
-against the server at 127.0.0.1:8001, or, if none answers there, against a server it starts on the local
-model repository. `--rate` runs an open-loop sweep instead (Poisson arrivals), where queueing shows up as
-it does in production. Writes JSON, CSV and a PNG of the throughput-latency curve.
+With no mode given, it searches for the highest Poisson arrival rate whose latency percentile meets the SLO
+with errors under a bound (each rate measured in windows until stable, or marked unstable), then measures
+the planned rate (one search step below the highest that passed) and 1.3x it, which should not meet the
+SLO. `--rate` and `--concurrency` run fixed open-loop or closed-loop sweeps instead. The server: `--url`,
+else the one at 127.0.0.1:8001 if it answers, else one it starts on the local model repository. Writes JSON
+(with the run's metadata), CSV in perf_analyzer's column names, every request's latency, and a PNG of
+offered versus achieved rate and latency.
 """
 
 from __future__ import annotations
@@ -11,26 +14,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import resource
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 from trocr_client.client import DEFAULT_URL, TrOCRClient
 from trocr_client.logs import configure_logging
-from trocr_loadtest.capacity import SweepPoint, plan_capacity, render_plan
+from trocr_loadtest.capacity import RateSearch, Slo, SweepPoint, plan_capacity, render_plan, search_rate
 from trocr_loadtest.images import image_set
-from trocr_loadtest.load import LoadSpec, run_load
-from trocr_loadtest.report import plot_curve, render_sweep, write_csv, write_json
-from trocr_loadtest.server_metrics import ServerFigures, scrape
-from trocr_loadtest.stats import summarize
+from trocr_loadtest.load import LoadSpec, Stability
+from trocr_loadtest.metadata import run_metadata
+from trocr_loadtest.report import plot, render_sweep, write_csv, write_json, write_requests_csv
+from trocr_loadtest.sweep import Measured, Runner
 from trocr_serving.launcher import TritonServer, models_in
 
 LOGGER = logging.getLogger(__name__)
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 RISING_RATIO = 1.05  # a last step of more than 5% is not a plateau
+CONFIRM_RATIO = 1.3  # the plan is confirmed when its rate meets the SLO and this multiple of it does not
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,17 +43,28 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--repository", type=Path, default=REPOSITORY, help="for a local server")
     load = p.add_argument_group("load")
     mode = load.add_mutually_exclusive_group()
-    mode.add_argument("--concurrency", default=None, help="closed loop: comma-separated concurrencies")
-    mode.add_argument("--rate", default=None, help="open loop: comma-separated arrival rates (requests/s)")
-    load.add_argument("--duration-s", type=float, default=10.0, help="measured time per setting")
+    mode.add_argument("--concurrency", default=None, help="closed-loop sweep: comma-separated concurrencies")
+    mode.add_argument("--rate", default=None, help="open-loop sweep: comma-separated arrival rates (requests/s)")
+    load.add_argument("--duration-s", type=float, default=10.0, help="measured time per sweep setting")
     load.add_argument("--warmup-s", type=float, default=3.0)
-    load.add_argument("--requests", type=int, default=None, help="stop a setting after this many requests")
+    load.add_argument("--requests", type=int, default=None, help="stop a sweep setting after this many requests")
     load.add_argument(
         "--images", default="samples+generated", help="samples, generated, samples+generated, or a folder"
     )
     load.add_argument("--max-new-tokens", type=int, default=None)
     load.add_argument("--num-beams", type=int, default=None)
     load.add_argument("--ignore-eos", action="store_true", help="fixed output length (benchmarks)")
+    search = p.add_argument_group("rate search (the default mode)")
+    search.add_argument(
+        "--calibrate-concurrency",
+        type=int,
+        default=16,
+        help="closed loop that estimates the ceiling the search starts below",
+    )
+    search.add_argument("--measurement-interval-s", type=float, default=5.0, help="stability window (perf_analyzer's)")
+    search.add_argument("--stability-percentage", type=float, default=10.0)
+    search.add_argument("--max-trials", type=int, default=10, help="windows before a rate is marked unstable")
+    search.add_argument("--resolution", type=float, default=0.1, help="stop when the failing rate is this close")
     plan = p.add_argument_group("capacity plan")
     plan.add_argument("--slo-ms", type=float, default=800.0, help="latency SLO (default: %(default)s)")
     plan.add_argument("--slo-percentile", default="p95", choices=["p50", "p90", "p95", "p99", "max"])
@@ -61,32 +74,12 @@ def parser() -> argparse.ArgumentParser:
         "--max-error-rate",
         type=float,
         default=0.01,
-        help="exit with status 1 when a setting's error rate passes this (default: %(default)s)",
+        help="the SLO's error bound; the exit status is 1 when a setting's errors other than overload refusals "
+        "pass it (default: %(default)s)",
     )
     p.add_argument("--output-dir", type=Path, default=None, help="default: loadtest/results/<time>")
     p.add_argument("--no-plot", action="store_true")
     return p
-
-
-class Progress:
-    """One status line on stderr, redrawn at most twice a second."""
-
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled
-        self.started = time.monotonic()
-        self.last = 0.0
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if self.enabled and now - self.last >= 0.5:
-            self.last = now
-            elapsed = now - self.started
-            sys.stderr.write(f"\r  {self.label}: {done} requests measured, {elapsed:.0f} s elapsed   ")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 class NoServerError(RuntimeError):
@@ -102,59 +95,100 @@ def still_rising(points: list[SweepPoint], closed_loop: bool) -> str | None:
     if before > 0 and last > RISING_RATIO * before:
         return (
             f"throughput still rises at {points[-1].setting} ({before:.2f} -> {last:.2f} images/s): "
-            "extend --concurrency, or plan from an open-loop sweep (--rate)"
+            "extend --concurrency, or plan from the default open-loop search"
         )
     return None
 
 
-def failing_settings(points: list[SweepPoint], max_error_rate: float) -> list[str]:
-    return [f"{p.setting}: {p.error_rate:.1%} errors" for p in points if p.error_rate > max_error_rate]
+def failing_settings(measured: list[Measured], max_error_rate: float) -> list[str]:
+    """Settings whose errors other than overload refusals pass the bound (bad input, faults, transport)."""
+    return [
+        f"{m.setting}: {m.other_error_rate():.1%} errors ({', '.join(m.summary.errors)})"
+        for m in measured
+        if m.other_error_rate() > max_error_rate
+    ]
 
 
 @contextlib.contextmanager
 def server_for(args):
-    """(grpc url, metrics url): the one given, the default one if it answers, or a local server we start."""
+    """(grpc url, metrics url, local repository): the one given, the default one if it answers, or a local
+    server we start."""
     if args.url:
         with TrOCRClient(args.url, timeout_s=10) as probe:
             if not probe.is_ready():
                 raise NoServerError(f"no ready trocr model at {args.url}: nothing was sent")
         host = args.url.rsplit(":", 1)[0]
-        yield args.url, args.metrics_url or f"http://{host}:8002/metrics"
+        yield args.url, args.metrics_url or f"http://{host}:8002/metrics", None
         return
     with TrOCRClient(DEFAULT_URL, timeout_s=5) as probe:
         if probe.is_ready():
             LOGGER.info("using the server at %s", DEFAULT_URL)
-            yield DEFAULT_URL, args.metrics_url or "http://127.0.0.1:8002/metrics"
+            yield DEFAULT_URL, args.metrics_url or "http://127.0.0.1:8002/metrics", None
             return
     if not models_in(args.repository):
         from trocr_build.repository import ensure_repository  # needs the build extra
 
         ensure_repository("random:small", args.repository)
     with TritonServer(args.repository) as server:
-        yield server.grpc_url, server.metrics_url
+        yield server.grpc_url, server.metrics_url, args.repository
 
 
-def settings(args) -> list[tuple[str, LoadSpec]]:
-    common = dict(
-        duration_s=args.duration_s,
+def _spec(args, **load) -> LoadSpec:
+    return LoadSpec(
         warmup_s=args.warmup_s,
-        max_requests=args.requests,
         max_new_tokens=args.max_new_tokens,
         num_beams=args.num_beams,
         ignore_eos=True if args.ignore_eos else None,
+        **load,
     )
+
+
+def run_sweep(args, runner: Runner) -> None:
+    fixed = dict(duration_s=args.duration_s, max_requests=args.requests)
     if args.rate:
-        return [(f"rate {float(r):g}/s", LoadSpec(rate_per_s=float(r), **common)) for r in args.rate.split(",")]
-    concurrencies = args.concurrency or "1,2,4,8,16"
-    return [(f"concurrency {int(c)}", LoadSpec(concurrency=int(c), **common)) for c in concurrencies.split(",")]
+        for rate in (float(r) for r in args.rate.split(",")):
+            runner.measure(f"rate {rate:g}/s", _spec(args, rate_per_s=rate, **fixed))
+    else:
+        for concurrency in (int(c) for c in (args.concurrency or "").split(",")):
+            runner.measure(f"concurrency {concurrency}", _spec(args, concurrency=concurrency, **fixed))
 
 
-def _scrape(metrics_url: str):
-    try:
-        return scrape(metrics_url)
-    except OSError as exc:
-        LOGGER.warning("no server figures: cannot read %s (%s)", metrics_url, exc)
-        return None
+def run_search(args, runner: Runner, slo: Slo) -> tuple[list[SweepPoint], dict | None]:
+    """Calibrate, search, then measure the planned rate (one search step below the highest passing rate, so the
+    plan does not sit on the knee, where a re-measurement is a coin toss) and 1.3x it. Returns the points to
+    plan from (the planned rate's, when it meets the SLO) and the confirmation."""
+    ceiling = runner.measure(
+        f"concurrency {args.calibrate_concurrency}",
+        _spec(args, concurrency=args.calibrate_concurrency, duration_s=args.duration_s),
+        "calibrate",
+    )
+    if failing_settings([ceiling], args.max_error_rate) or ceiling.summary.images_per_s <= 0:
+        return [], None
+    stability = Stability(
+        window_s=args.measurement_interval_s,
+        tolerance=args.stability_percentage / 100,
+        max_windows=args.max_trials,
+        latency_bound_s=slo.latency_s,
+    )
+
+    def measure(rate: float, phase: str) -> SweepPoint:
+        spec = _spec(args, rate_per_s=rate, stability=stability)
+        return runner.measure(f"rate {rate:.3g}/s", spec, phase).point()
+
+    search = RateSearch(start_per_s=0.8 * ceiling.summary.images_per_s, resolution=args.resolution)
+    passing = [p for p in search_rate(search, slo, lambda rate: measure(rate, "search")) if slo.met_by(p)]
+    if not passing:
+        return [], None
+    planned_per_s = max(p.offered_per_s for p in passing) / (1 + args.resolution)
+    at, above = measure(planned_per_s, "plan"), measure(CONFIRM_RATIO * planned_per_s, "confirm")
+    confirmation = {
+        "planned_rate_per_s": planned_per_s,
+        "meets_slo": slo.met_by(at),
+        "over_rate_per_s": CONFIRM_RATIO * planned_per_s,
+        "over_meets_slo": slo.met_by(above),
+        "confirmed": slo.met_by(at) and not slo.met_by(above),
+    }
+    return [at], confirmation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,71 +197,71 @@ def main(argv: list[str] | None = None) -> int:
     images = image_set(args.images)
     output = args.output_dir or RESULTS_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")
     output.mkdir(parents=True, exist_ok=True)
-    rows, points, generator = [], [], []
+    slo = Slo(args.slo_ms / 1e3, args.slo_percentile, args.max_error_rate)
+    searching = not (args.rate or args.concurrency)
     with contextlib.ExitStack() as stack:
         try:
-            url, metrics_url = stack.enter_context(server_for(args))
+            url, metrics_url, repository = stack.enter_context(server_for(args))
         except NoServerError as exc:
             LOGGER.error("%s", exc)
             return 2
-        for label, spec in settings(args):
-            before = _scrape(metrics_url)
-            cpu_before, wall_before = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-            progress = Progress(label, sys.stderr.isatty())
-            result = run_load(url, images, spec, progress)
-            progress.close()
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            cpu_s = usage.ru_utime + usage.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
-            after = _scrape(metrics_url)
-            server = ServerFigures.between(before, after).__dict__ if before and after else None
-            summary = summarize(result.records, result.duration_s, slo_s=args.slo_ms / 1e3)
-            rows.append((label, summary, server))
-            points.append(
-                SweepPoint(
-                    label,
-                    summary.images_per_s,
-                    summary.latency_s,
-                    1 - summary.succeeded / summary.requests if summary.requests else 1.0,
-                )
-            )
-            generator.append(
-                {
-                    "setting": label,
-                    "max_in_flight": result.max_in_flight,
-                    "cpu_percent_of_one_core": 100 * cpu_s / (time.monotonic() - wall_before),
-                }
-            )
-            LOGGER.info("%s: %.2f images/s, p95 %.0f ms", label, summary.images_per_s, summary.latency_s["p95"] * 1e3)
-            for error, message in summary.error_examples.items():
-                LOGGER.warning("%s: %d x %s, e.g. %s", label, summary.errors[error], error, message)
-    plan = plan_capacity(points, args.slo_ms / 1e3, args.target_rate, args.headroom, args.slo_percentile)
-    print("\n" + render_sweep(rows) + "\n")
+        metadata = run_metadata(url, repository, sys.argv[:1] + (argv if argv is not None else sys.argv[1:]))
+        runner = Runner(url, metrics_url, images, slo.latency_s)
+        if searching:
+            points, confirmation = run_search(args, runner, slo)  # the plan is the planned rate's point
+        else:
+            run_sweep(args, runner)
+            points, confirmation = [m.point() for m in runner.measured], None
+    measured = runner.measured
+    plan = plan_capacity(points, slo, args.target_rate, args.headroom)
+    print("\n" + render_sweep(measured) + "\n")
     print(render_plan(plan) + "\n")
-    for g in generator:
+    if confirmation:
         print(
-            f"load generator at {g['setting']}: {g['max_in_flight']} in flight at most, "
-            f"{g['cpu_percent_of_one_core']:.1f}% of one core"
+            f"confirmation: the planned rate {confirmation['planned_rate_per_s']:.3g}/s "
+            f"{'meets' if confirmation['meets_slo'] else 'MISSES'} the SLO; "
+            f"{CONFIRM_RATIO}x it ({confirmation['over_rate_per_s']:.3g}/s) "
+            f"{'MEETS' if confirmation['over_meets_slo'] else 'misses'} it"
+        )
+    for m in measured:
+        print(
+            f"load generator at {m.setting}: {m.max_in_flight} in flight at most, "
+            f"{m.cpu_percent_of_one_core:.1f}% of one core"
         )
     write_json(
         output / "sweep.json",
         {
-            "url": url,
+            "metadata": metadata,
             "images": len(images),
-            "settings": [{"setting": label, "summary": s, "server": server} for label, s, server in rows],
+            "slo": slo,
+            "settings": [
+                {"phase": m.phase, "setting": m.setting, "spec": m.spec, "stable": m.stable, "summary": m.summary}
+                | {"server": m.server, "max_in_flight": m.max_in_flight, "cpu_percent": m.cpu_percent_of_one_core}
+                for m in measured
+            ],
             "capacity_plan": plan,
-            "load_generator": generator,
+            "confirmation": confirmation,
         },
     )
-    write_csv(output / "sweep.csv", rows)
+    write_csv(output / "sweep.csv", measured)
+    write_requests_csv(output / "requests.csv", measured)
     if not args.no_plot:
-        plot_curve(output / "throughput_latency.png", rows, args.slo_ms / 1e3, "trocr-triton: latency vs throughput")
+        planned_per_s = confirmation["planned_rate_per_s"] if confirmation else None
+        plot(
+            output / "rate_latency.png", measured, slo.latency_s, "trocr-triton: one replica under load", planned_per_s
+        )
     print(f"\nresults in {output}")
-    rising = still_rising(points, closed_loop=not args.rate)
+    rising = still_rising(points, closed_loop=bool(args.concurrency))
     if rising:
         LOGGER.warning("%s", rising)
-    failing = failing_settings(points, args.max_error_rate)
+    if confirmation and not confirmation["confirmed"]:
+        LOGGER.warning("the plan is not confirmed (see above): the server's figures are noisy, measure longer")
+    failing = failing_settings(measured, args.max_error_rate)
     if failing:
         LOGGER.error("error rate above %.1f%%: %s", 100 * args.max_error_rate, "; ".join(failing))
+        return 1
+    if searching and plan.best is None:
+        LOGGER.error("no rate meets the SLO (%s)", slo.describe())
         return 1
     return 0
 

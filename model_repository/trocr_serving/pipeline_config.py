@@ -9,6 +9,7 @@ from pathlib import Path
 
 PIPELINE_CONFIG_FILE = "pipeline.json"
 TOKENIZER_FILE = "tokenizer.json"
+BUILD_INFO_FILE = "build_info.json"  # at the repository's top: what was built, from what, with which options
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
-"""A short real load-test sweep against the server, closed and open loop, with every output written."""
+"""Real load tests against the server: the default capacity plan (open-loop search), a closed-loop sweep,
+and the open-loop generator, with every output written."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 
+import numpy as np
 import pytest
 
 from tests.images import text_line
@@ -29,11 +33,54 @@ def test_closed_loop_sweep_writes_reports(tiny, tmp_path, capsys):
         assert summary["succeeded"] == summary["requests"] > 0 and summary["errors"] == {}
         assert summary["tokens_per_s"] == pytest.approx(8 * summary["images_per_s"])
         assert setting["server"]["decoder_steps"] > 0
-    assert report["capacity_plan"]["replicas"] >= 1
+    assert report["capacity_plan"]["replicas"] >= 1 and report["capacity_plan"]["closed_loop"]
     assert (tmp_path / "sweep.csv").read_text().count("\n") == 3
-    assert (tmp_path / "throughput_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "rate_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
-    assert "| concurrency 4 |" in out and "replicas" in out
+    assert "| concurrency 4 |" in out and "optimistic" in out
+
+
+def phase_figures(requests: list[dict], phase: str) -> tuple[float, float]:
+    """(error rate, p95 latency in seconds) of one phase, from the raw per-request output."""
+    rows = [r for r in requests if r["phase"] == phase]
+    ok = [int(r["latency_us"]) / 1e6 for r in rows if not r["error"]]
+    return 1 - len(ok) / len(rows), float(np.percentile(ok, 95))
+
+
+def test_the_default_plan_agrees_with_open_loop_runs_at_its_rate_and_above(tiny, tmp_path):
+    """The default mode (open-loop rate search, short windows here): the planned rate meets the SLO when
+    measured again, 1.3x it does not, and the raw per-request output says the same."""
+    slo_s, max_error_rate = 1.0, 0.01
+    args = [
+        "--url", tiny.server.grpc_url, "--metrics-url", tiny.server.metrics_url,
+        "--max-new-tokens", "16", "--ignore-eos", "--slo-ms", str(slo_s * 1e3), "--target-rate", "500",
+        "--duration-s", "3", "--warmup-s", "1", "--measurement-interval-s", "2",
+        "--max-error-rate", str(max_error_rate), "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    assert cli.main(args) == 0
+    report = json.loads((tmp_path / "sweep.json").read_text())
+    confirmation, plan = report["confirmation"], report["capacity_plan"]
+    assert confirmation["confirmed"] and confirmation["meets_slo"] and not confirmation["over_meets_slo"]
+    assert plan["best"]["offered_per_s"] == pytest.approx(confirmation["planned_rate_per_s"])
+    assert plan["replicas"] == math.ceil(500 * 1.2 / plan["per_replica_images_per_s"] - 1e-9)
+    phases = [s["phase"] for s in report["settings"]]
+    assert phases[0] == "calibrate" and phases[-2:] == ["plan", "confirm"] and "search" in phases
+    assert all(s["stable"] is not None for s in report["settings"][1:])  # every rate measured until stable or not
+
+    with open(tmp_path / "requests.csv") as handle:
+        requests = list(csv.DictReader(handle))
+    assert len(requests) == sum(s["summary"]["requests"] for s in report["settings"])
+    planned_errors, planned_p95_s = phase_figures(requests, "plan")
+    over_errors, over_p95_s = phase_figures(requests, "confirm")
+    assert planned_errors <= max_error_rate and planned_p95_s <= slo_s
+    assert over_errors > max_error_rate or over_p95_s > slo_s
+
+    metadata = report["metadata"]
+    assert metadata["model"] == "random:tiny" and metadata["server"]["version"]
+    assert len(metadata["code"]["git_revision"]) == 40 and metadata["load_generator_machine"]["cpus"] >= 1
+    assert metadata["model_configs"]["trocr"]["dynamicBatching"]["defaultQueuePolicy"]
+    with open(tmp_path / "sweep.csv") as handle:
+        assert {"Request Rate", "Inferences/Second", "p95 latency", "Avg latency"} <= set(next(csv.reader(handle)))
 
 
 def test_open_loop_keeps_its_rate_and_counts_errors(tiny):

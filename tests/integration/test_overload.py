@@ -8,11 +8,15 @@ import time
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from tests.images import text_line
 from trocr_build.repository import ServingOptions, build_repository
 from trocr_client import ServerUnavailableError, TrOCRClient
+from trocr_client.client import build_inputs
 from trocr_loadtest.load import LoadSpec, run_load
+from trocr_loadtest.server_metrics import scrape, total
 from trocr_serving.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -92,3 +96,38 @@ def test_stopping_under_load_finishes_the_requests_it_holds(built_tiny, tmp_path
     assert [o for o in outcomes if isinstance(o, Exception)] == []
     assert len(outcomes) == 16
     assert stop_s < 20
+
+
+def test_a_grpc_deadline_drops_the_requests_still_queued(narrow):
+    """Without the KServe `timeout` parameter, a caller's gRPC deadline still reaches Triton's queue: requests
+    whose caller left before an instance took them are dropped there, not run."""
+    before = scrape(narrow.metrics_url)
+    outcomes: list[str] = []
+
+    def call(index: int) -> None:
+        inputs = build_inputs([IMAGES[index % len(IMAGES)]], WORK["max_new_tokens"], WORK["num_beams"], True)
+        with grpcclient.InferenceServerClient(narrow.grpc_url) as client:
+            try:
+                client.infer("trocr", inputs, client_timeout=0.1)  # a gRPC deadline only
+                outcomes.append("OK")
+            except InferenceServerException as exc:
+                outcomes.append(str(exc.status()))
+
+    # One request more than instances (the queue's slack is one more): two run, one waits, each run taking
+    # longer than the deadline.
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(CAPACITY_CONCURRENCY + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    time.sleep(2.0)  # what ran after its caller left has finished
+    after = scrape(narrow.metrics_url)
+
+    def delta(name: str) -> float:
+        return total(after, name, model="trocr") - total(before, name, model="trocr")
+
+    assert outcomes == ["StatusCode.DEADLINE_EXCEEDED"] * (CAPACITY_CONCURRENCY + 1), outcomes
+    # The two instances' requests ran to their end (the Python backend cannot cancel a BLS call: README); the
+    # queued one was dropped there.
+    assert delta("nv_inference_exec_count_total") == CAPACITY_CONCURRENCY
+    assert delta("nv_inference_request_failure_total") == 1

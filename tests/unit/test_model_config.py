@@ -103,7 +103,7 @@ def test_repository_configs_match_the_graph_dimensions():
         vocab_size=64044,
         max_positions=512,
     )
-    encoder, decoder, scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions()))
+    encoder, decoder, scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
     assert list(encoder.input[0].dims) == [3, 384, 384]
     assert list(encoder.output[1].dims) == [6, 2, 8, 578, 32]
     assert [t.name for t in decoder.input] == [
@@ -117,6 +117,7 @@ def test_repository_configs_match_the_graph_dimensions():
     assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
     assert scheduler.model_transaction_policy.decoupled and list(scheduler.input[0].dims) == [-1, 3, 384, 384]
     assert [t.name for t in trocr.output] == ["text", "score", "token_ids"]
+    assert trocr.parameters["model"].string_value == "random:tiny"  # which weights a server serves
 
 
 def test_queue_policy_rejects_beyond_its_size_and_after_its_timeout():
@@ -136,7 +137,7 @@ def test_queue_policy_needs_room():
 def test_public_model_is_behind_a_bounded_queue_sized_by_the_options():
     dims = Dimensions((64, 64), 17, 1, 1, 4, 10, 33)
     options = ServingOptions(trocr_instances=3, trocr_max_queue_size=5, default_request_timeout_s=2.5)
-    trocr = parsed(model_configs(dims, options)[-1])
+    trocr = parsed(model_configs(dims, options, "random:tiny")[-1])
     assert trocr.instance_group[0].count == 3
     assert list(trocr.dynamic_batching.preferred_batch_size) == [1]
     assert trocr.dynamic_batching.default_queue_policy.max_queue_size == 5
