@@ -19,6 +19,7 @@ from transformers import VisionEncoderDecoderModel
 
 from trocr_build.graphs import DecoderStepGraph, EncoderGraph
 from trocr_serving import graph_names as names
+from trocr_serving.decoder_signature import DecoderStep
 from trocr_serving.onnx_runtime import GraphRunner
 
 LOGGER = logging.getLogger(__name__)
@@ -184,15 +185,8 @@ def validate_against_reference(
     past = np.zeros(dims.cache_shape(2, 0), dtype=np.float32)
     got = []
     for position in range(steps):
-        out = decoder.run(
-            {
-                names.INPUT_IDS: tokens[:, position : position + 1].numpy(),
-                names.POSITION_IDS: np.full((2, 1), position, dtype=np.int64),
-                names.ATTENTION_MASK: np.ones((2, position + 1), dtype=np.int64),
-                names.PAST_KEY_VALUES: past,
-                names.CROSS_KEY_VALUES: cross[names.CROSS_KEY_VALUES],
-            }
-        )
+        step = DecoderStep.of(tokens[:, position].numpy(), np.full(2, position), past, cross[names.CROSS_KEY_VALUES])
+        out = decoder.run(step.feed())
         past = np.concatenate([past, out[names.NEW_KEY_VALUES]], axis=names.CACHE_SEQ_AXIS)
         got.append(out[names.LOG_PROBS])
     return _compare(

@@ -21,6 +21,7 @@ from trocr_client import protocol
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls_status import STATUS_OUTPUTS
+from trocr_serving.engine import EngineOptions
 from trocr_serving.pipeline_config import (
     BUILD_INFO_FILE,
     TOKENIZER_FILE,
@@ -168,16 +169,16 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
             *(Tensor(name, "BYTES", (1,)) for name in STATUS_OUTPUTS),
         ),
         decoupled=True,
-        parameters={
-            "decoder_onnx": f"decoder/1/{names.DECODER_ONNX}",
-            "encoder_max_batch_size": str(options.encoder_max_batch_size),
-            "max_active_sequences": str(options.max_active_sequences),
-            "max_queued_sequences": str(options.max_queued_sequences),
-            "max_request_rows": str(options.max_request_rows),
-            "max_request_row_tokens": str(options.max_request_row_tokens),
-            "max_cache_bytes": str(options.max_cache_bytes),
-            **threads,
-        },
+        parameters=EngineOptions(
+            decoder_onnx=f"decoder/1/{names.DECODER_ONNX}",
+            encoder_max_batch_size=options.encoder_max_batch_size,
+            max_active_sequences=options.max_active_sequences,
+            max_queued_sequences=options.max_queued_sequences,
+            max_request_rows=options.max_request_rows,
+            max_request_row_tokens=options.max_request_row_tokens,
+            max_cache_bytes=options.max_cache_bytes,
+            intra_op_threads=options.intra_op_threads,
+        ).to_parameters(),
     )
     scalar = ()
     default_timeout_us = int(options.default_request_timeout_s * 1e6)

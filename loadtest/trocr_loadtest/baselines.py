@@ -22,6 +22,7 @@ import numpy as np
 
 from trocr_loadtest.stats import percentile
 from trocr_serving import graph_names as names
+from trocr_serving.decoder_signature import DecoderStep
 from trocr_serving.greedy import greedy_decode
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
@@ -102,18 +103,10 @@ def in_process_ceiling(graphs: RepositoryGraphs, images: list[bytes], tokens: in
     shape = graphs.config.decoder
     best_s = float("inf")
     for _ in range(repeats):
-        past = np.zeros((batch, shape.num_layers, 2, shape.num_heads, 0, shape.head_dim), dtype=np.float32)
+        past = np.zeros(shape.cache_shape(batch, 0), dtype=np.float32)
         started = time.perf_counter()
         for position in range(tokens):
-            _, new = graphs.step(
-                {
-                    names.INPUT_IDS: np.full((batch, 1), 5, dtype=np.int64),
-                    names.POSITION_IDS: np.full((batch, 1), position, dtype=np.int64),
-                    names.ATTENTION_MASK: np.ones((batch, position + 1), dtype=np.int64),
-                    names.PAST_KEY_VALUES: past,
-                    names.CROSS_KEY_VALUES: cross,
-                }
-            )
+            _, new = graphs.step(DecoderStep.of(np.full(batch, 5), np.full(batch, position), past, cross).feed())
             past = np.concatenate([past, new], axis=names.CACHE_SEQ_AXIS)
         best_s = min(best_s, time.perf_counter() - started)
     per_image_s = encoder_s + best_s / batch

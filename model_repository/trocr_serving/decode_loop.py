@@ -1,8 +1,10 @@
 """The asyncio side of continuous batching: requests await their results while one loop steps the batch.
 
-Used by the `scheduler` Triton model (a decoupled model whose `async def execute` serves many requests at
-once in one process). The decoder runs in a worker thread (ONNX Runtime releases the GIL), so the event
-loop keeps accepting requests and encoder results while a step runs.
+Each step is vLLM's engine-core step: `scheduler.schedule()` -> `runner.execute(plan)` ->
+`scheduler.update_from_output()` -> `runner.commit(update)`. Used by the engine of the `scheduler` Triton
+model (a decoupled model whose `async def execute` serves many requests at once in one process). The runner
+executes in a worker thread (ONNX Runtime releases the GIL), so the event loop keeps accepting requests and
+encoder results while a step runs; groups removed meanwhile leave the rows after the step.
 """
 
 from __future__ import annotations
@@ -16,15 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trocr_serving import graph_names as names
-from trocr_serving.batcher import ContinuousBatcher, SequenceGroup
+from trocr_serving.decoder_runner import DecoderRunner
 from trocr_serving.refusals import DeadlineExceededError, QueueFullError, RequestCancelledError
+from trocr_serving.row_scheduler import RowScheduler, SequenceGroup
 from trocr_serving.search import SearchParams, SearchResult, new_search
 
 LOGGER = logging.getLogger(__name__)
 CANCEL_CHECK_INTERVAL_S = 0.05
-
-DecoderRun = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
 class NullMetrics:
@@ -47,10 +47,12 @@ class Ticket:
 
 
 class DecodeLoop:
-    def __init__(self, batcher: ContinuousBatcher, run_decoder: DecoderRun, metrics=None):
-        self.batcher = batcher
-        self.run_decoder = run_decoder
+    def __init__(self, scheduler: RowScheduler, runner: DecoderRunner, metrics=None):
+        self.scheduler = scheduler
+        self.runner = runner
         self.metrics = metrics or NullMetrics()
+        self._stepping = False  # a step runs in the worker thread: row moves wait for its end
+        self._removed: list[SequenceGroup] = []
         self.pending_rows = 0  # reserved by requests still being encoded
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
         self._wake: asyncio.Event | None = None
@@ -68,10 +70,10 @@ class DecodeLoop:
         """Claim queue room before the (costly) encoding, or raise QueueFullError. Rows free in the running
         batch take waiting rows first; an empty queue takes any request, so a request larger than the bound
         waits its turn instead of being refused for ever."""
-        waiting = self.pending_rows + self.batcher.queued_rows
-        if waiting and waiting + rows > self.batcher.max_queued + self.batcher.free_rows:
+        waiting = self.pending_rows + self.scheduler.queued_rows
+        if waiting and waiting + rows > self.scheduler.max_queued + self.scheduler.free_rows:
             raise QueueFullError(
-                f"server busy: {waiting} sequences already wait (bound {self.batcher.max_queued}); retry later"
+                f"server busy: {waiting} sequences already wait (bound {self.scheduler.max_queued}); retry later"
             )
         self.pending_rows += rows
 
@@ -89,7 +91,7 @@ class DecodeLoop:
             for cross, p in zip(cross_key_values, params)
         ]
         self.release(reserved_rows)
-        self.batcher.submit(ticket.groups)
+        self.scheduler.submit(ticket.groups)
         self._tickets.add(ticket)
         self._wake.set()
         try:
@@ -97,43 +99,60 @@ class DecodeLoop:
         finally:
             self._tickets.discard(ticket)
             for group in ticket.groups:
-                self.batcher.remove(group)
+                self._remove(group)
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def _remove(self, group: SequenceGroup) -> None:
+        """Free a group's rows now, or after the step that is reading them."""
+        if self._stepping:
+            self._removed.append(group)
+        else:
+            self.runner.move(self.scheduler.remove(group))
+
+    def _end_step(self) -> None:
+        self._stepping = False
+        for group in self._removed:
+            self._remove(group)
+        self._removed.clear()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            plan = self.scheduler.schedule()
             now = time.monotonic()
-            for group in self.batcher.admit():
-                self.metrics.admitted(now - group.request.arrived)
-            self.metrics.occupancy(self.batcher.active_rows, self.batcher.queued_rows)
-            if not self.batcher.groups:
+            for load in plan.loads:
+                self.metrics.admitted(now - load.group.request.arrived)
+            self.metrics.occupancy(self.scheduler.active_rows, self.scheduler.queued_rows)
+            if not plan.rows:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            inputs = self.batcher.step_inputs()
-            rows = len(inputs[names.INPUT_IDS])
+            self._stepping = True
             try:
-                log_probs, new_key_values = await loop.run_in_executor(self._executor, self.run_decoder, inputs)
+                log_probs = await loop.run_in_executor(self._executor, self.runner.execute, plan)
             except Exception as exc:  # fail the sequences in this step, keep the loop alive
                 LOGGER.exception("decoder step failed")
-                for group in list(self.batcher.groups):
+                self._end_step()
+                for group in list(self.scheduler.groups):
                     self._fail(group, RuntimeError(f"decoder step failed: {exc}"))
                 continue
-            self.metrics.step(rows)
-            self.metrics.tokens(rows)
-            for group in self.batcher.apply(log_probs, new_key_values):
+            update = self.scheduler.update_from_output(log_probs)
+            self.runner.commit(update)
+            self._end_step()
+            self.metrics.step(plan.rows)
+            self.metrics.tokens(plan.rows)
+            for group in update.finished:
                 future = group.future
                 if not future.done():
                     future.set_result(group.search.result())
             self._expire_tickets()
 
     def _fail(self, group: SequenceGroup, error: Exception) -> None:
-        self.batcher.remove(group)
+        self._remove(group)
         future = group.future
         if not future.done():
             future.set_exception(error)

@@ -1,6 +1,6 @@
 """A plain greedy loop over the exported graphs, for one batch of images that starts together.
 
-The server uses continuous batching (trocr_serving.batcher) instead; this loop is the in-process baseline
+The server uses continuous batching (trocr_serving.row_scheduler) instead; this loop is the in-process baseline
 the benchmarks compare the server with, and a simple way to run the graphs without Triton. `step` is any
 callable that runs decoder.onnx. Finished rows leave the batch at once; the others keep going.
 """
@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trocr_serving import graph_names as names
+from trocr_serving.decoder_signature import DecoderStep
 from trocr_serving.pipeline_config import PipelineConfig
 
 # (decoder inputs by name) -> (log_probs [batch, vocab], new_key_values [batch, layers, 2, heads, 1, head_dim])
-DecoderStep = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+DecoderCall = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -34,7 +35,7 @@ def greedy_decode(
     cross_key_values: np.ndarray,
     max_new_tokens: np.ndarray,
     config: PipelineConfig,
-    step: DecoderStep,
+    step: DecoderCall,
     ignore_eos: bool = False,
 ) -> list[Hypothesis]:
     """Decode every row of `cross_key_values` greedily, each up to its own `max_new_tokens`.
@@ -46,21 +47,13 @@ def greedy_decode(
     hypotheses = [Hypothesis() for _ in range(batch)]
     rows = np.arange(batch)  # original row of each active sequence
     cross = cross_key_values
-    past = np.zeros((batch, shape.num_layers, 2, shape.num_heads, 0, shape.head_dim), dtype=np.float32)
+    past = np.zeros(shape.cache_shape(batch, 0), dtype=np.float32)
     last_tokens = np.full(batch, config.generation.decoder_start_token_id, dtype=np.int64)
     limits = np.asarray(max_new_tokens, dtype=np.int64)
     position = 0
     while rows.size:
         active = rows.size
-        log_probs, new_key_values = step(
-            {
-                names.INPUT_IDS: last_tokens[:, None],
-                names.POSITION_IDS: np.full((active, 1), position, dtype=np.int64),
-                names.ATTENTION_MASK: np.ones((active, position + 1), dtype=np.int64),
-                names.PAST_KEY_VALUES: past,
-                names.CROSS_KEY_VALUES: cross,
-            }
-        )
+        log_probs, new_key_values = step(DecoderStep.of(last_tokens, np.full(active, position), past, cross).feed())
         next_tokens = log_probs.argmax(axis=-1)
         chosen = log_probs[np.arange(active), next_tokens]
         for row, token, log_prob in zip(rows, next_tokens, chosen):

@@ -33,6 +33,19 @@ class DecoderShape:
     encoder_seq_len: int
     max_positions: int  # learned position table size: no sequence may be longer
 
+    def cache_shape(self, rows: int, length: int) -> tuple[int, ...]:
+        """The self-attention cache of `rows` rows of `length` positions (decoder_signature.DecoderStep)."""
+        return (rows, self.num_layers, 2, self.num_heads, length, self.head_dim)
+
+    def cross_shape(self, rows: int) -> tuple[int, ...]:
+        """The cross-attention keys/values of `rows` rows."""
+        return (rows, self.num_layers, 2, self.num_heads, self.encoder_seq_len, self.head_dim)
+
+    def row_bytes(self, max_cache_len: int, itemsize: int = 4) -> int:
+        """Memory of one row's cross-attention keys/values and self-attention cache."""
+        per_position = self.num_layers * 2 * self.num_heads * self.head_dim * itemsize
+        return per_position * (self.encoder_seq_len + max_cache_len)
+
 
 @dataclass(frozen=True)
 class GenerationDefaults:

@@ -1,4 +1,5 @@
-"""The asyncio loop around the batcher: concurrency, cancellation and deadlines free rows."""
+"""The asyncio step loop around the row scheduler and a decoder runner: concurrency, cancellation and
+deadlines free rows."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 
 from trocr_serving import graph_names as names
-from trocr_serving.batcher import ContinuousBatcher
 from trocr_serving.decode_loop import DecodeLoop, Ticket
+from trocr_serving.decoder_runner import NumpyDecoderRunner
 from trocr_serving.pipeline_config import DecoderShape
 from trocr_serving.refusals import DeadlineExceededError, QueueFullError, RequestCancelledError
+from trocr_serving.row_scheduler import RowScheduler
 from trocr_serving.search import SearchParams
 
 SHAPE = DecoderShape(num_layers=1, num_heads=1, head_dim=2, vocab_size=5, encoder_seq_len=3, max_positions=200)
@@ -27,14 +29,14 @@ def slow_decoder(step_s: float):
         rows = len(inputs[names.INPUT_IDS])
         log_probs = np.full((rows, SHAPE.vocab_size), -5.0, dtype=np.float32)
         log_probs[:, 4] = -0.1
-        return log_probs, np.zeros((rows, 1, 2, 1, 1, 2), dtype=np.float32)
+        return {names.LOG_PROBS: log_probs, names.NEW_KEY_VALUES: np.zeros((rows, 1, 2, 1, 1, 2), dtype=np.float32)}
 
     return run
 
 
 def make_loop(step_s=0.002, max_rows=4, max_queued=8) -> DecodeLoop:
-    batcher = ContinuousBatcher(SHAPE, max_rows, max_cache_len=200, max_queued=max_queued, start_token=EOS)
-    return DecodeLoop(batcher, slow_decoder(step_s))
+    scheduler = RowScheduler(max_rows, max_cache_len=200, max_queued=max_queued, start_token=EOS)
+    return DecodeLoop(scheduler, NumpyDecoderRunner(SHAPE, max_rows, 200, slow_decoder(step_s)))
 
 
 def params(tokens: int) -> SearchParams:
@@ -58,7 +60,7 @@ def test_requests_share_steps_and_finish_independently():
 
     loop, short, long = asyncio.run(scenario())
     assert [len(r.token_ids) for r in short + long] == [3, 40, 10]
-    assert loop.batcher.active_rows == 0 and loop.pending_rows == 0
+    assert loop.scheduler.active_rows == 0 and loop.pending_rows == 0
 
 
 def test_cancelled_request_frees_its_rows():
@@ -77,7 +79,7 @@ def test_cancelled_request_frees_its_rows():
 
     loop, other = asyncio.run(scenario())
     assert len(other[0].token_ids) == 30
-    assert loop.batcher.active_rows == 0
+    assert loop.scheduler.active_rows == 0
 
 
 def test_deadline_frees_rows():
@@ -91,7 +93,7 @@ def test_deadline_frees_rows():
 
     loop, elapsed_s = asyncio.run(scenario())
     assert elapsed_s < 0.5  # 150 steps would take 0.75 s
-    assert loop.batcher.active_rows == 0
+    assert loop.scheduler.active_rows == 0
 
 
 def test_queue_bound_counts_requests_still_encoding():

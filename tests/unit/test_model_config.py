@@ -5,6 +5,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from trocr_build.export import Dimensions
 from trocr_build.model_config import DynamicBatching, ModelConfig, ModelConfigError, QueuePolicy, Tensor
 from trocr_build.repository import ServingOptions, model_configs
+from trocr_serving.engine import EngineOptions
 
 
 def config(**overrides) -> ModelConfig:
@@ -143,3 +144,12 @@ def test_public_model_is_behind_a_bounded_queue_sized_by_the_options():
     assert trocr.dynamic_batching.default_queue_policy.max_queue_size == 5
     assert trocr.dynamic_batching.default_queue_policy.default_timeout_microseconds == 2_500_000
     assert trocr.parameters["default_timeout_us"].string_value == "2500000"
+
+
+def test_engine_options_are_written_and_parsed_by_one_dataclass():
+    options = EngineOptions("decoder/1/decoder.onnx", 16, 64, 64, 16, 8192, 2**31, 0)
+    assert EngineOptions.from_parameters(options.to_parameters()) == options
+    with pytest.raises(ValueError, match="'max_request_rows' is missing"):
+        EngineOptions.from_parameters({k: v for k, v in options.to_parameters().items() if k != "max_request_rows"})
+    with pytest.raises(ValueError, match="max_cache_bytes='2 GiB' is not an integer"):
+        EngineOptions.from_parameters(options.to_parameters() | {"max_cache_bytes": "2 GiB"})

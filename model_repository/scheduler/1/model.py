@@ -3,7 +3,8 @@
 One instance holds every in-flight sequence. A request (preprocessed pixel values and per-image decoding
 parameters, sent by the `trocr` front instances over BLS) is encoded by `encoder` (Triton batches those
 calls), then its images join the running batch at the next step; each request is answered as soon as its
-own images finish. The decoder runs in this process on its own graph, so the caches never leave it.
+own images finish. The decoder runs in this process on its own graph, so the caches never leave it. This
+file adapts Triton to the engine (trocr_serving.engine): requests in, responses and metrics out.
 """
 
 # First: puts the project environment on the path (see trocr_serving.launcher).
@@ -22,12 +23,10 @@ import triton_python_backend_utils as pb_utils
 
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.batcher import ContinuousBatcher
 from trocr_serving.bls import ModelWatch, check_response, model_parameters, output_array, status_response
-from trocr_serving.decode_loop import DecodeLoop, Ticket
-from trocr_serving.encode_feeder import EncodeFeeder
+from trocr_serving.decode_loop import Ticket
+from trocr_serving.engine import Engine, EngineOptions
 from trocr_serving.metrics import SchedulerMetrics, release_families
-from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import Refusal
 
@@ -56,42 +55,21 @@ class TritonMetrics:
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        parameters = model_parameters(config)
         model_dir = Path(args["model_repository"])
-        self.pipeline = PipelineConfig.load(model_dir / args["model_version"])
-        decoder = GraphRunner(
-            model_dir.parent / parameters["decoder_onnx"], int(parameters["intra_op_threads"]), spinning=False
-        )
-        self.encoder_max_batch_size = int(parameters["encoder_max_batch_size"])
-        self.encoder = EncodeFeeder(self._encode_batch, self.encoder_max_batch_size)
-        self.encoder_watch = ModelWatch("encoder")
-        max_rows = int(parameters["max_active_sequences"])
-        max_cache_len = self.pipeline.max_new_tokens_limit + 1
-        row_bytes = ContinuousBatcher.cache_bytes_per_row(self.pipeline.decoder, max_cache_len)
-        max_rows = max(1, min(max_rows, int(parameters["max_cache_bytes"]) // row_bytes))
-        batcher = ContinuousBatcher(
-            self.pipeline.decoder,
-            max_rows=max_rows,
-            max_cache_len=max_cache_len,
-            max_queued=int(parameters["max_queued_sequences"]),
-            start_token=self.pipeline.generation.decoder_start_token_id,
-            max_request_rows=int(parameters["max_request_rows"]),
-        )
-        self.limits = sp.RequestLimits(max_rows=max_rows, max_row_tokens=int(parameters["max_request_row_tokens"]))
-        LOGGER.info(
-            "scheduler: %d rows x %.1f MB of cache, queue bound %d", max_rows, row_bytes / 2**20, batcher.max_queued
-        )
         self.metrics = TritonMetrics(config["name"])
-
-        def run_decoder(inputs):
-            out = decoder.run(inputs)
-            return out[names.LOG_PROBS], out[names.NEW_KEY_VALUES]
-
-        self.loop = DecodeLoop(batcher, run_decoder, self.metrics)
+        self.encoder_watch = ModelWatch("encoder")
+        self.options = EngineOptions.from_parameters(model_parameters(config))
+        self.engine = Engine(
+            self.options,
+            PipelineConfig.load(model_dir / args["model_version"]),
+            model_dir.parent,
+            self._encode_batch,
+            self.metrics,
+        )
 
     def finalize(self):
-        self.loop.close()
-        self.loop.metrics = None
+        self.engine.close()
+        self.engine.loop.metrics = None
         del self.metrics
         release_families()
 
@@ -102,7 +80,14 @@ class TritonPythonModel:
     async def _serve(self, request):
         sender = request.get_response_sender()
         try:
-            response = await self._transcribe(request)
+            inputs = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in sp.INPUTS}
+            timeout_us = request.timeout()
+            ticket = Ticket(
+                is_cancelled=request.is_cancelled,
+                deadline=time.monotonic() + timeout_us / 1e6 if timeout_us else None,
+            )
+            results = await self.engine.transcribe(inputs, ticket)
+            response = pb_utils.InferenceResponse(output_tensors=sp.result_tensors(results, pb_utils.Tensor))
         except Refusal as exc:
             self.metrics.m.rejected[exc.reason].increment(1)
             response = status_response(exc)
@@ -111,28 +96,9 @@ class TritonPythonModel:
             response = status_response(Refusal(f"scheduler failed: {exc}"))
         sender.send(response, flags=FINAL)
 
-    async def _transcribe(self, request):
-        inputs = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in sp.INPUTS}
-        params = sp.search_params(inputs, self.pipeline)
-        self.limits.check(params)
-        rows = sum(p.num_beams for p in params)
-        timeout_us = request.timeout()
-        ticket = Ticket(
-            is_cancelled=request.is_cancelled,
-            deadline=time.monotonic() + timeout_us / 1e6 if timeout_us else None,
-        )
-        self.loop.reserve(rows)
-        try:
-            cross = await self.encoder.encode(inputs[names.PIXEL_VALUES])
-        except BaseException:
-            self.loop.release(rows)
-            raise
-        results = await self.loop.generate(cross, params, ticket, reserved_rows=rows)
-        return pb_utils.InferenceResponse(output_tensors=sp.result_tensors(results, pb_utils.Tensor))
-
     async def _encode_batch(self, pixel_values):
         """One or more `encoder` calls (a request may carry more images than its max batch size)."""
-        size = self.encoder_max_batch_size
+        size = self.options.encoder_max_batch_size
         requests = [
             pb_utils.InferenceRequest(
                 model_name="encoder",

@@ -1,17 +1,18 @@
-"""Continuous batching in-process (ONNX Runtime on the exported random:tiny graphs) against HF generate()."""
+"""Continuous batching in-process (the row scheduler and the numpy decoder runner, ONNX Runtime on the exported
+random:tiny graphs) against HF generate(), and the row scheduler's plans on their own."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tests.images import sample_paths, text_line
 from tests.reference import pixel_values_of, reference_generate
 from trocr_serving import graph_names as names
-from trocr_serving.batcher import ContinuousBatcher, SequenceGroup
+from trocr_serving.decoder_runner import NumpyDecoderRunner
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import QueueFullError
+from trocr_serving.row_scheduler import RowMove, RowScheduler, SequenceGroup
 from trocr_serving.search import SearchParams, new_search
 
 
@@ -26,13 +27,14 @@ class Harness:
         self.config = PipelineConfig.load(built.repository / "trocr" / "1")
         self.encoder = GraphRunner(built.repository / "encoder" / "1" / names.ENCODER_ONNX)
         self.decoder = GraphRunner(built.repository / "decoder" / "1" / names.DECODER_ONNX)
-        self.batcher = ContinuousBatcher(
-            self.config.decoder,
+        max_cache_len = self.config.max_new_tokens_limit + 1
+        self.scheduler = RowScheduler(
             max_rows=max_rows,
-            max_cache_len=self.config.max_new_tokens_limit + 1,
+            max_cache_len=max_cache_len,
             max_queued=max_queued,
             start_token=self.config.generation.decoder_start_token_id,
         )
+        self.runner = NumpyDecoderRunner(self.config.decoder, max_rows, max_cache_len, self.decoder.run)
         self.batch_sizes: list[int] = []
 
     def groups(self, data: list[bytes], max_new_tokens: int, num_beams: int = 1, **params) -> list[SequenceGroup]:
@@ -49,14 +51,18 @@ class Harness:
         return [SequenceGroup(new_search(search_params), row) for row in cross[names.CROSS_KEY_VALUES]]
 
     def step(self) -> list[SequenceGroup]:
-        self.batcher.admit()
-        inputs = self.batcher.step_inputs()
-        self.batch_sizes.append(len(inputs[names.INPUT_IDS]))
-        out = self.decoder.run(inputs)
-        return self.batcher.apply(out[names.LOG_PROBS], out[names.NEW_KEY_VALUES])
+        """One engine-core step: schedule -> execute -> update_from_output -> commit."""
+        plan = self.scheduler.schedule()
+        self.batch_sizes.append(plan.rows)
+        update = self.scheduler.update_from_output(self.runner.execute(plan))
+        self.runner.commit(update)
+        return update.finished
+
+    def remove(self, group: SequenceGroup) -> None:
+        self.runner.move(self.scheduler.remove(group))
 
     def run(self) -> None:
-        while self.batcher.groups or self.batcher.waiting:
+        while self.scheduler.groups or self.scheduler.waiting:
             self.step()
 
 
@@ -75,14 +81,14 @@ def test_sequences_joining_at_different_steps_match_greedy_generate(built_tiny):
     all_groups = []
     for index, (image, limit) in enumerate(zip(data, limits)):
         groups = harness.groups([image], limit)
-        harness.batcher.submit(groups)
+        harness.scheduler.submit(groups)
         all_groups += groups
         for _ in range(index % 3):  # let the running batch advance before the next image joins
             harness.step()
     harness.run()
     assert_matches(all_groups, references)
     assert max(harness.batch_sizes) > 1 and len(set(harness.batch_sizes)) > 1
-    assert harness.batcher.active_rows == 0
+    assert harness.scheduler.active_rows == 0
 
 
 @pytest.mark.parametrize(
@@ -100,7 +106,7 @@ def test_beam_search_matches_generate(built_tiny, params):
     data = images(4)
     references = reference_generate(built_tiny.model, built_tiny.processor, data, 12, num_beams=3, **params)
     groups = harness.groups(data, 12, num_beams=3, **params)
-    harness.batcher.submit(groups)
+    harness.scheduler.submit(groups)
     harness.run()
     assert_matches(groups, references)
 
@@ -110,7 +116,7 @@ def test_greedy_and_beam_share_steps(built_tiny):
     data = images(4)
     greedy = harness.groups(data[:2], 10)
     beams = harness.groups(data[2:], 10, num_beams=4)
-    harness.batcher.submit(greedy + beams)
+    harness.scheduler.submit(greedy + beams)
     harness.run()
     assert_matches(greedy, reference_generate(built_tiny.model, built_tiny.processor, data[:2], 10))
     assert_matches(beams, reference_generate(built_tiny.model, built_tiny.processor, data[2:], 10, num_beams=4))
@@ -120,19 +126,18 @@ def test_greedy_and_beam_share_steps(built_tiny):
 def test_ignore_eos_generates_exactly_max_new_tokens(built_tiny):
     harness = Harness(built_tiny)
     groups = harness.groups(images(3), 25, ignore_eos=True)
-    harness.batcher.submit(groups)
+    harness.scheduler.submit(groups)
     harness.run()
     assert [len(g.search.result().token_ids) for g in groups] == [25, 25, 25]
 
 
 def test_rows_beyond_the_limit_wait_and_the_queue_is_bounded(built_tiny):
     harness = Harness(built_tiny, max_rows=2, max_queued=3)
-    harness.batcher.submit(harness.groups(images(3), 5))
-    harness.batcher.submit(harness.groups(images(2), 5))  # 5 waiting: 2 will take the free rows, 3 queue
+    harness.scheduler.submit(harness.groups(images(3), 5))
+    harness.scheduler.submit(harness.groups(images(2), 5))  # 5 waiting: 2 will take the free rows, 3 queue
     with pytest.raises(QueueFullError, match="server busy: 5 sequences already wait"):
-        harness.batcher.submit(harness.groups(images(1), 5))
-    harness.batcher.admit()
-    assert harness.batcher.active_rows == 2 and len(harness.batcher.waiting) == 3
+        harness.scheduler.submit(harness.groups(images(1), 5))
+    assert harness.scheduler.schedule().rows == 2 and len(harness.scheduler.waiting) == 3
     harness.run()
     assert harness.batch_sizes[0] == 2 and max(harness.batch_sizes) <= 2
 
@@ -142,11 +147,51 @@ def test_removing_a_group_frees_its_rows_and_keeps_the_others_right(built_tiny):
     data = images(4)
     references = reference_generate(built_tiny.model, built_tiny.processor, [data[0], data[2], data[3]], 15)
     groups = harness.groups(data, 15, ignore_eos=False)
-    harness.batcher.submit(groups)
+    harness.scheduler.submit(groups)
     harness.step()
     harness.step()
-    harness.batcher.remove(groups[1])  # e.g. the client cancelled: its row is reused
-    assert harness.batcher.active_rows == sum(1 for g in groups if g.rows)
+    harness.remove(groups[1])  # e.g. the client cancelled: its row is reused
+    scheduler = harness.scheduler
+    assert scheduler.active_rows == 3 and sorted(r for g in scheduler.groups for r in g.rows) == [0, 1, 2]
+    assert all(scheduler.row_groups[row] is g for g in scheduler.groups for row in g.rows)
     harness.run()
     assert_matches([groups[0], groups[2], groups[3]], references)
-    assert np.all(harness.batcher.last_tokens[: harness.batcher.active_rows] >= 0)
+
+
+def group(width: int = 1, request=None) -> SequenceGroup:
+    params = SearchParams(max_new_tokens=5, eos_token_id=2, decoder_start_token_id=2, num_beams=width)
+    return SequenceGroup(new_search(params), cross_key_values=f"cross-{id(params)}", request=request)
+
+
+def test_a_plan_loads_the_admitted_rows_and_gives_each_row_its_length_and_token():
+    scheduler = RowScheduler(max_rows=4, max_cache_len=8, max_queued=4, start_token=2)
+    first, second = group(), group(width=2)
+    scheduler.submit([first])
+    plan = scheduler.schedule()
+    assert [load.rows for load in plan.loads] == [[0]] and plan.lengths.tolist() == [0]
+    first.length, scheduler.last_tokens[0] = 3, 7  # as if it had run three steps
+    scheduler.submit([second])
+    plan = scheduler.schedule()
+    assert [(load.group, load.rows) for load in plan.loads] == [(second, [1, 2])]
+    assert plan.lengths.tolist() == [3, 0, 0] and plan.last_tokens.tolist() == [7, 2, 2]
+    assert second.cross_key_values is None  # the runner holds it from now on
+
+
+def test_removing_a_group_moves_the_last_rows_into_its_holes():
+    scheduler = RowScheduler(max_rows=4, max_cache_len=8, max_queued=4, start_token=2)
+    a, b, c = group(), group(width=2), group()
+    scheduler.submit([a, b, c])
+    scheduler.schedule()
+    c.length = 4
+    assert scheduler.remove(a) == [RowMove(source=3, target=0, length=4)]
+    assert c.rows == [0] and b.rows == [1, 2] and scheduler.active_rows == 3
+
+
+def test_a_request_holds_at_most_its_share_of_rows_while_others_wait():
+    scheduler = RowScheduler(max_rows=4, max_cache_len=8, max_queued=8, start_token=2, max_request_rows=2)
+    big, small = object(), object()
+    big_groups = [group(request=big) for _ in range(3)]
+    scheduler.submit(big_groups)
+    scheduler.submit([group(request=small)])
+    plan = scheduler.schedule()
+    assert plan.rows == 3 and big_groups[2] in scheduler.waiting  # big's third image waits for small's

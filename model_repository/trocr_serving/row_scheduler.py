@@ -1,12 +1,13 @@
-"""Iteration-level (continuous) batching of decoder steps across requests.
+"""Iteration-level (continuous) batching: which sequences run in the next decoder step, on which rows.
 
-Every in-flight sequence of every request advances in one batched decoder call per step. A new image joins
-at the next step; a finished one leaves at once and its rows are reused. The cross-attention keys/values
-and the self-attention cache of each row stay here, in preallocated pools, for the life of the sequence:
-nothing of that size crosses a process boundary per step.
+Pure bookkeeping, no tensors of the model: waiting and running sequence groups, each row's length and last
+token, admission (first come first served, a fair share of rows per request, a bound on what waits), and
+the searches that turn a step's log-probabilities into tokens and beam parents. `schedule()` emits a
+`StepPlan`; a decoder runner (trocr_serving.decoder_runner) executes it on the rows' caches; then
+`update_from_output()` advances the searches and says which cache entries to write and which rows move.
 
-Rows 0..active_rows-1 of the pools are the active ones, so the cross-attention keys/values go to the
-decoder as a view, without a copy. When rows are freed, the last rows move into the holes.
+Rows 0..active_rows-1 are the running ones, so the runner hands the graph contiguous slices: when rows are
+freed, the last rows move into the holes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from trocr_serving import graph_names as names
-from trocr_serving.pipeline_config import DecoderShape
 from trocr_serving.refusals import InvalidRequestError, QueueFullError
 from trocr_serving.search import BeamSearch, GreedySearch
 
@@ -28,7 +27,7 @@ class SequenceGroup:
     """The rows of one image: 1 for greedy, num_beams for beam search."""
 
     search: GreedySearch | BeamSearch
-    cross_key_values: np.ndarray | None  # [layers, 2, heads, encoder_seq_len, head_dim], dropped once admitted
+    cross_key_values: Any  # [layers, 2, heads, encoder_seq_len, head_dim] until admitted, then None
     request: Any = None  # the request this image belongs to (its groups share it); None: a request of its own
     future: Any = None  # where the caller awaits the result
     rows: list[int] = field(default_factory=list)
@@ -44,17 +43,65 @@ class SequenceGroup:
         return id(self.request if self.request is not None else self)
 
 
-class ContinuousBatcher:
+@dataclass(frozen=True)
+class RowLoad:
+    """A group that joined: the runner copies its image's cross-attention keys/values into each of its rows."""
+
+    group: SequenceGroup
+    rows: list[int]
+    cross_key_values: Any
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    loads: list[RowLoad]  # groups admitted for this step
+    last_tokens: np.ndarray  # int64 [rows]
+    lengths: np.ndarray  # int64 [rows]: cache positions of each row
+
+    @property
+    def rows(self) -> int:
+        return len(self.last_tokens)
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    """Append the step's keys/values of row `rows[parents[i]]` to row `rows[i]` at `position`, after
+    reordering rows' caches by `parents` (beam search)."""
+
+    rows: np.ndarray
+    parents: np.ndarray
+    position: int
+
+    @property
+    def reorders(self) -> bool:
+        return bool(np.any(self.parents != np.arange(len(self.rows))))
+
+
+@dataclass(frozen=True)
+class RowMove:
+    """Move a row's cross-attention keys/values and first `length` cache positions from `source` to `target`."""
+
+    source: int
+    target: int
+    length: int
+
+
+@dataclass
+class StepUpdate:
+    writes: list[CacheWrite] = field(default_factory=list)  # first the writes,
+    moves: list[RowMove] = field(default_factory=list)  # then the moves that close the finished rows' holes
+    finished: list[SequenceGroup] = field(default_factory=list)
+
+
+class RowScheduler:
     def __init__(
         self,
-        shape: DecoderShape,
         max_rows: int,
         max_cache_len: int,
         max_queued: int,
         start_token: int,
         max_request_rows: int | None = None,
     ):
-        self.shape = shape
         self.max_rows = max_rows
         # Rows one request may hold at once while others wait (its first image is always admitted), so that a
         # large beam-search request cannot take every row for minutes.
@@ -62,20 +109,11 @@ class ContinuousBatcher:
         self.max_cache_len = max_cache_len
         self.max_queued = max_queued
         self.start_token = start_token
-        layers, heads, head_dim = shape.num_layers, shape.num_heads, shape.head_dim
-        # np.zeros maps pages lazily: memory is used as rows are.
-        self.cross = np.zeros((max_rows, layers, 2, heads, shape.encoder_seq_len, head_dim), dtype=np.float32)
-        self.past = np.zeros((max_rows, layers, 2, heads, max_cache_len, head_dim), dtype=np.float32)
         self.last_tokens = np.zeros(max_rows, dtype=np.int64)
         self.row_groups: list[SequenceGroup | None] = [None] * max_rows
         self.active_rows = 0
         self.waiting: deque[SequenceGroup] = deque()
         self.groups: list[SequenceGroup] = []
-
-    @staticmethod
-    def cache_bytes_per_row(shape: DecoderShape, max_cache_len: int) -> int:
-        per_position = shape.num_layers * 2 * shape.num_heads * shape.head_dim * 4
-        return per_position * (shape.encoder_seq_len + max_cache_len)
 
     @property
     def free_rows(self) -> int:
@@ -96,7 +134,16 @@ class ContinuousBatcher:
             )
         self.waiting.extend(groups)
 
-    def admit(self) -> list[SequenceGroup]:
+    def schedule(self) -> StepPlan:
+        """Admit what fits, then plan a step of every running row (no rows: nothing to run)."""
+        loads = [RowLoad(group, list(group.rows), cross) for group, cross in self._admit()]
+        rows = self.active_rows
+        lengths = np.zeros(rows, dtype=np.int64)
+        for group in self.groups:
+            lengths[group.rows] = group.length
+        return StepPlan(loads, self.last_tokens[:rows].copy(), lengths)
+
+    def _admit(self) -> list[tuple[SequenceGroup, Any]]:
         """Move waiting groups into free rows, first come first served, each request up to its share of rows.
 
         A group that does not fit in the free rows stops the scan (so wide beam groups are not starved); a group
@@ -115,73 +162,51 @@ class ContinuousBatcher:
             group.rows = list(range(self.active_rows, self.active_rows + group.width))
             self.active_rows += group.width
             for row in group.rows:
-                self.cross[row] = group.cross_key_values
                 self.row_groups[row] = group
             self.last_tokens[group.rows] = self.start_token
+            admitted.append((group, group.cross_key_values))
             group.cross_key_values = None
             group.length = 0
             self.groups.append(group)
-            admitted.append(group)
         return admitted
 
-    def step_inputs(self) -> dict[str, np.ndarray]:
-        rows = self.active_rows
-        lengths = np.zeros(rows, dtype=np.int64)
-        for group in self.groups:
-            lengths[group.rows] = group.length
-        longest = int(lengths.max())
-        # 1 for each row's own cache slots and for the new token (the last column); 0 for padding
-        mask = (np.arange(longest + 1)[None, :] < lengths[:, None]).astype(np.int64)
-        mask[:, longest] = 1
-        return {
-            names.INPUT_IDS: self.last_tokens[:rows, None].copy(),
-            names.POSITION_IDS: lengths[:, None],
-            names.ATTENTION_MASK: mask,
-            names.PAST_KEY_VALUES: np.ascontiguousarray(self.past[:rows, :, :, :, :longest]),
-            names.CROSS_KEY_VALUES: self.cross[:rows],
-        }
-
-    def apply(self, log_probs: np.ndarray, new_key_values: np.ndarray) -> list[SequenceGroup]:
-        """Advance every group by the step's output; returns the groups that finished (their rows are freed)."""
-        finished = []
+    def update_from_output(self, log_probs: np.ndarray) -> StepUpdate:
+        """Advance every running group by the step's log-probabilities [rows, vocab]."""
+        update = StepUpdate()
         for group in self.groups:
             rows = np.asarray(group.rows)
             tokens, parents, done = group.search.step(log_probs[rows])
             if done:
-                finished.append(group)
+                update.finished.append(group)
                 continue
-            position = group.length
             if group.length + 1 > self.max_cache_len:
                 raise RuntimeError(f"cache length {self.max_cache_len} exceeded")
-            if np.any(parents != np.arange(len(rows))):  # beam search reordered its beams
-                self.past[rows, ..., :position, :] = self.past[rows[parents], ..., :position, :]
-            self.past[rows, ..., position, :] = new_key_values[rows[parents], ..., 0, :]
+            update.writes.append(CacheWrite(rows, parents, group.length))
             self.last_tokens[rows] = tokens
             group.length += 1
-        for group in finished:
-            self.remove(group)
-        return finished
+        for group in update.finished:
+            update.moves += self.remove(group)
+        return update
 
-    def remove(self, group: SequenceGroup) -> None:
-        """Free a group's rows (finished or cancelled), or drop it from the queue."""
+    def remove(self, group: SequenceGroup) -> list[RowMove]:
+        """Free a group's rows (finished or cancelled), or drop it from the queue; returns the row moves that
+        keep the running rows contiguous (the runner must apply them)."""
         if group in self.waiting:
             self.waiting.remove(group)
-            return
+            return []
         if group not in self.groups:
-            return
+            return []
         self.groups.remove(group)
+        moves = []
         for row in sorted(group.rows, reverse=True):
             last = self.active_rows - 1
             if row != last:
-                self._move_row(last, row)
+                owner = self.row_groups[last]
+                moves.append(RowMove(last, row, owner.length))
+                self.last_tokens[row] = self.last_tokens[last]
+                self.row_groups[row] = owner
+                owner.rows[owner.rows.index(last)] = row
             self.row_groups[last] = None
             self.active_rows -= 1
         group.rows = []
-
-    def _move_row(self, source: int, target: int) -> None:
-        owner = self.row_groups[source]
-        self.cross[target] = self.cross[source]
-        self.past[target, ..., : owner.length, :] = self.past[source, ..., : owner.length, :]
-        self.last_tokens[target] = self.last_tokens[source]
-        self.row_groups[target] = owner
-        owner.rows[owner.rows.index(source)] = target
+        return moves
