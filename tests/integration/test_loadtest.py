@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from tests.images import text_line
+from trocr_build.repository import ServingOptions, build_repository
 from trocr_loadtest import cli
 from trocr_loadtest.load import LoadSpec, run_load
+from trocr_serving.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +49,24 @@ def phase_figures(requests: list[dict], phase: str) -> tuple[float, float]:
     return 1 - len(ok) / len(rows), float(np.percentile(ok, 95))
 
 
-def test_the_default_plan_agrees_with_open_loop_runs_at_its_rate_and_above(tiny, tmp_path):
+@pytest.fixture(scope="module")
+def deep_queue(tmp_path_factory):
+    """random:tiny with a queue of 64 in front of `trocr`: bursts wait instead of being refused, so the knee is
+    the server's capacity, not Poisson noise against a queue of 16 (this shared machine's speed varies by 10%
+    from minute to minute, the width of the search's last step)."""
+    repository = tmp_path_factory.mktemp("deep-queue")
+    options = ServingOptions(trocr_max_queue_size=64)
+    build_repository("random:tiny", repository, cache_dir=tmp_path_factory.getbasetemp() / "models", options=options)
+    with TritonServer(repository, log_file=repository / "tritonserver.log", exit_timeout_s=10) as server:
+        yield server
+
+
+def test_the_default_plan_agrees_with_open_loop_runs_at_its_rate_and_above(deep_queue, tmp_path):
     """The default mode (open-loop rate search, short windows here): the planned rate meets the SLO when
     measured again, 1.3x it does not, and the raw per-request output says the same."""
     slo_s, max_error_rate = 1.0, 0.01
     args = [
-        "--url", tiny.server.grpc_url, "--metrics-url", tiny.server.metrics_url,
+        "--url", deep_queue.grpc_url, "--metrics-url", deep_queue.metrics_url,
         "--max-new-tokens", "16", "--ignore-eos", "--slo-ms", str(slo_s * 1e3), "--target-rate", "500",
         "--duration-s", "3", "--warmup-s", "1", "--measurement-interval-s", "2",
         "--max-error-rate", str(max_error_rate), "--output-dir", str(tmp_path),
