@@ -105,10 +105,11 @@ def test_a_grpc_deadline_drops_the_requests_still_queued(narrow):
     outcomes: list[str] = []
 
     def call(index: int) -> None:
-        inputs = build_inputs([IMAGES[index % len(IMAGES)]], WORK["max_new_tokens"], WORK["num_beams"], True)
+        # 60 tokens x 8 beams: each run holds the 8 decoder rows at least three times as long as the deadline.
+        inputs = build_inputs([IMAGES[index % len(IMAGES)]], 60, WORK["num_beams"], True)
         with grpcclient.InferenceServerClient(narrow.grpc_url) as client:
             try:
-                client.infer("trocr", inputs, client_timeout=0.1)  # a gRPC deadline only
+                client.infer("trocr", inputs, client_timeout=0.05)  # a gRPC deadline only
                 outcomes.append("OK")
             except InferenceServerException as exc:
                 outcomes.append(str(exc.status()))

@@ -44,7 +44,7 @@ def test_rows_stop_at_eos_or_their_own_limit():
     hypotheses = greedy_decode(cross_for(3), np.array([5, 3, 5]), CONFIG, step)
     assert [h.token_ids for h in hypotheses] == [[5, 6, EOS], [4, 4, 4], [3, EOS]]
     assert hypotheses[0].score == -0.5
-    # finished rows leave the batch at once: 3 rows, then 2, then 1
+    # a finished row leaves the batch at once: row 2 after its end-of-sequence at step 1, rows 0 and 1 after step 2
     assert [len(call[names.INPUT_IDS]) for call in step.calls] == [3, 3, 2]
 
 
