@@ -35,9 +35,9 @@ LOGGER = logging.getLogger(__name__)
 
 # The committed model code (model.py of each model) lives next to this package in the source tree.
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
-MODEL_NAMES = ("encoder", "decoder", sp.MODEL_NAME, protocol.MODEL_NAME)
+MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 4
+REPOSITORY_FORMAT = 5
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,6 @@ class ServingOptions:
     # decoder batch together (see trocr_serving.encode_feeder).
     encoder_max_batch_size: int = 16
     encoder_queue_delay_us: int = 0
-    decoder_max_batch_size: int = 64
-    decoder_queue_delay_us: int = 500
     trocr_max_batch_size: int = protocol.MAX_IMAGES_PER_REQUEST
     # Front instances: each serves one request at a time, so this bounds the requests in the scheduler at once.
     trocr_instances: int = 16
@@ -120,7 +118,7 @@ def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimension
 
 
 def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list[ModelConfig]:
-    """The four models' configs; `model` (the id built from) is a parameter of the public model, so a
+    """The three models' configs; `model` (the id built from) is a parameter of the public model, so a
     client can tell which weights a server serves."""
     height, width = dims.image_size
     layers, heads, head_dim = dims.num_layers, dims.num_heads, dims.head_dim
@@ -136,23 +134,6 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
         ),
         dynamic_batching=DynamicBatching(max_queue_delay_us=options.encoder_queue_delay_us),
         parameters={"onnx_file": names.ENCODER_ONNX, **threads},
-    )
-    decoder = ModelConfig(
-        name="decoder",
-        max_batch_size=options.decoder_max_batch_size,
-        inputs=(
-            Tensor(names.INPUT_IDS, "INT64", (1,)),
-            Tensor(names.POSITION_IDS, "INT64", (1,)),
-            Tensor(names.ATTENTION_MASK, "INT64", (-1,)),
-            Tensor(names.PAST_KEY_VALUES, "FP32", (layers, 2, heads, -1, head_dim)),
-            Tensor(names.CROSS_KEY_VALUES, "FP32", cross),
-        ),
-        outputs=(
-            Tensor(names.LOG_PROBS, "FP32", (dims.vocab_size,)),
-            Tensor(names.NEW_KEY_VALUES, "FP32", (layers, 2, heads, 1, head_dim)),
-        ),
-        dynamic_batching=DynamicBatching(max_queue_delay_us=options.decoder_queue_delay_us),
-        parameters={"onnx_file": names.DECODER_ONNX, **threads},
     )
     scheduler = ModelConfig(
         name=sp.MODEL_NAME,
@@ -170,7 +151,7 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
         ),
         decoupled=True,
         parameters=EngineOptions(
-            decoder_onnx=f"decoder/1/{names.DECODER_ONNX}",
+            decoder_onnx=f"{sp.MODEL_NAME}/1/{names.DECODER_ONNX}",  # the scheduler runs the decoder itself
             encoder_max_batch_size=options.encoder_max_batch_size,
             max_active_sequences=options.max_active_sequences,
             max_queued_sequences=options.max_queued_sequences,
@@ -208,7 +189,7 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
         ),
         parameters={"default_timeout_us": str(default_timeout_us), "model": model},
     )
-    return [encoder, decoder, scheduler, trocr]
+    return [encoder, scheduler, trocr]
 
 
 def _copy_model_code(output: Path) -> None:
@@ -236,7 +217,7 @@ def build_repository(
     output.mkdir(parents=True, exist_ok=True)
     _copy_model_code(output)
     encoder_path = output / "encoder" / "1" / names.ENCODER_ONNX
-    decoder_path = output / "decoder" / "1" / names.DECODER_ONNX
+    decoder_path = output / sp.MODEL_NAME / "1" / names.DECODER_ONNX
     with torch.no_grad():
         report = {
             "encoder": export_encoder(hf_model, dims, encoder_path, atol),

@@ -57,7 +57,7 @@ class RepositoryGraphs:
     def __init__(self, repository: Path, intra_op_threads: int = 0):
         self.config = PipelineConfig.load(repository / "trocr" / "1")
         self.encoder = GraphRunner(repository / "encoder" / "1" / names.ENCODER_ONNX, intra_op_threads)
-        self.decoder = GraphRunner(repository / "decoder" / "1" / names.DECODER_ONNX, intra_op_threads)
+        self.decoder = GraphRunner(repository / "scheduler" / "1" / names.DECODER_ONNX, intra_op_threads)
 
     def pixel_values(self, images: list[bytes]) -> np.ndarray:
         return preprocess([decode_image(data) for data in images], self.config.image)

@@ -1,8 +1,8 @@
 """A Triton Python-backend model that runs one exported ONNX graph with ONNX Runtime.
 
-The server binary from PyPI has no onnxruntime backend, so `encoder` and `decoder` run ONNX Runtime
-inside the Python backend. Triton's dynamic batcher hands `execute` several requests; requests whose
-non-batch shapes agree run as one ONNX Runtime call, and each gets its own rows back.
+The server binary from PyPI has no onnxruntime backend, so `encoder` runs ONNX Runtime inside the Python
+backend (the scheduler runs the decoder graph itself). Triton's dynamic batcher hands `execute` several
+requests; requests whose non-batch shapes agree run as one ONNX Runtime call, and each gets its own rows back.
 """
 
 from __future__ import annotations

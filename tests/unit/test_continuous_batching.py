@@ -26,7 +26,7 @@ class Harness:
         self.built = built
         self.config = PipelineConfig.load(built.repository / "trocr" / "1")
         self.encoder = GraphRunner(built.repository / "encoder" / "1" / names.ENCODER_ONNX)
-        self.decoder = GraphRunner(built.repository / "decoder" / "1" / names.DECODER_ONNX)
+        self.decoder = GraphRunner(built.repository / "scheduler" / "1" / names.DECODER_ONNX)
         max_cache_len = self.config.max_new_tokens_limit + 1
         self.scheduler = RowScheduler(
             max_rows=max_rows,

@@ -104,17 +104,11 @@ def test_repository_configs_match_the_graph_dimensions():
         vocab_size=64044,
         max_positions=512,
     )
-    encoder, decoder, scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
+    encoder, scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
     assert list(encoder.input[0].dims) == [3, 384, 384]
     assert list(encoder.output[1].dims) == [6, 2, 8, 578, 32]
-    assert [t.name for t in decoder.input] == [
-        "input_ids",
-        "position_ids",
-        "attention_mask",
-        "past_key_values",
-        "cross_key_values",
-    ]
-    assert list(decoder.output[0].dims) == [64044]
+    # no `decoder` model: the scheduler runs its graph itself, and nothing outside may drive it
+    assert scheduler.parameters["decoder_onnx"].string_value == "scheduler/1/decoder.onnx"
     assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
     assert scheduler.model_transaction_policy.decoupled and list(scheduler.input[0].dims) == [-1, 3, 384, 384]
     assert [t.name for t in trocr.output] == ["text", "score", "token_ids"]
@@ -147,7 +141,7 @@ def test_public_model_is_behind_a_bounded_queue_sized_by_the_options():
 
 
 def test_engine_options_are_written_and_parsed_by_one_dataclass():
-    options = EngineOptions("decoder/1/decoder.onnx", 16, 64, 64, 16, 8192, 2**31, 0)
+    options = EngineOptions("scheduler/1/decoder.onnx", 16, 64, 64, 16, 8192, 2**31, 0)
     assert EngineOptions.from_parameters(options.to_parameters()) == options
     with pytest.raises(ValueError, match="'max_request_rows' is missing"):
         EngineOptions.from_parameters({k: v for k, v in options.to_parameters().items() if k != "max_request_rows"})
