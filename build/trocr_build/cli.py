@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trocr_build.repository import SOURCE_REPOSITORY, ServingOptions, build_repository
 from trocr_client.logs import configure_logging
+from trocr_serving.execution import DEVICES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,6 +24,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed against PyTorch")
     p.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads per model (0: per core)")
     p.add_argument("--trocr-instances", type=int, default=ServingOptions.trocr_instances)
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="where the encoder and the decoder run: cpu, or cuda (KIND_GPU instances, CUDA execution provider; "
+        "serve with '.[serve-gpu]')",
+    )
+    p.add_argument("--gpus", default="0", help="for --device cuda: comma-separated GPU ids, one instance each")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -30,7 +39,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     configure_logging(args.verbose)
-    options = ServingOptions(intra_op_threads=args.intra_op_threads, trocr_instances=args.trocr_instances)
+    options = ServingOptions(
+        intra_op_threads=args.intra_op_threads,
+        trocr_instances=args.trocr_instances,
+        device=args.device,
+        gpu_ids=tuple(int(gpu) for gpu in args.gpus.split(",")),
+    )
     info = build_repository(args.model, args.output, args.cache_dir, options, args.tolerance)
     print(json.dumps(info, indent=2))
 

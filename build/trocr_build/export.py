@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from transformers import VisionEncoderDecoderModel
 
@@ -153,18 +154,52 @@ def export_decoder(model: VisionEncoderDecoderModel, dims: Dimensions, path: Pat
         names.LOG_PROBS: {0: "batch"},
         names.NEW_KEY_VALUES: {0: "batch"},
     }
-    _export(graph, example, names.DECODER_OUTPUTS, dynamic_axes, path)
+    _export(graph, example, names.DECODER_STEP_OUTPUTS, dynamic_axes, path)
+    append_top_k(path)
     runner = GraphRunner(path)
     report = {}
-    for batch, past_len in ((3, 7), (1, 0)):
+    for batch, past_len, top_k in ((3, 7, 8), (1, 0, 1)):
         check = _decoder_example(dims, batch=batch, past_len=past_len, seed=batch)
         with torch.no_grad():
-            expected = dict(zip(names.DECODER_OUTPUTS, (t.numpy() for t in graph(**check))))
-        actual = runner.run({k: v.numpy() for k, v in check.items()})
-        report[f"batch{batch}_past{past_len}"] = _compare(
-            f"decoder.onnx (batch {batch}, cache {past_len})", expected, actual, atol
-        )
+            expected = dict(zip(names.DECODER_STEP_OUTPUTS, (t.numpy() for t in graph(**check))))
+        expected[names.TOP_LOG_PROBS] = -np.sort(-expected[names.LOG_PROBS], axis=-1)[:, :top_k]
+        feed = {k: v.numpy() for k, v in check.items()} | {names.TOP_K: np.array([top_k], dtype=np.int64)}
+        actual = runner.run(feed)
+        label = f"decoder.onnx (batch {batch}, cache {past_len}, top {top_k})"
+        report[f"batch{batch}_past{past_len}"] = _compare(label, expected, actual, atol)
+        # The ids are the graph's own ranking: exactly a stable argsort of its log_probs.
+        ranking = np.argsort(-actual[names.LOG_PROBS], axis=-1, kind="stable")[:, :top_k]
+        if not np.array_equal(actual[names.TOP_IDS], ranking):
+            raise ExportValidationError(f"{label}: top_ids differ from a stable argsort of log_probs")
     return report
+
+
+def append_top_k(path: Path) -> None:
+    """Add ONNX TopK over the log-probabilities (input `top_k`, outputs `top_log_probs` and `top_ids`), so that
+    a step gives the searches rows x k candidates instead of rows x vocabulary. TopK sorts the largest first
+    and equal values by index, like the stable argsort the searches replicate from transformers."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    graph.input.append(onnx.helper.make_tensor_value_info(names.TOP_K, onnx.TensorProto.INT64, [1]))
+    graph.node.append(
+        onnx.helper.make_node(
+            "TopK",
+            [names.LOG_PROBS, names.TOP_K],
+            [names.TOP_LOG_PROBS, names.TOP_IDS],
+            name="top_k",
+            axis=-1,
+            largest=1,
+            sorted=1,
+        )
+    )
+    graph.output.extend(
+        [
+            onnx.helper.make_tensor_value_info(names.TOP_LOG_PROBS, onnx.TensorProto.FLOAT, ["batch", "top_k"]),
+            onnx.helper.make_tensor_value_info(names.TOP_IDS, onnx.TensorProto.INT64, ["batch", "top_k"]),
+        ]
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def validate_against_reference(

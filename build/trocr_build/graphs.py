@@ -20,7 +20,8 @@ def _split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 class EncoderGraph(nn.Module):
-    """pixel_values -> (encoder_hidden_states, cross_key_values)."""
+    """pixel_values -> (cross_key_values,): the decoder's cross-attention keys/values, computed once per image
+    (the encoder's hidden states themselves are used by nothing else, so they do not leave the graph)."""
 
     def __init__(self, model: VisionEncoderDecoderModel):
         super().__init__()
@@ -29,7 +30,7 @@ class EncoderGraph(nn.Module):
         self.layers = model.decoder.model.decoder.layers
         self.num_heads = model.decoder.config.decoder_attention_heads
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor]:
         hidden = self.encoder(pixel_values=pixel_values).last_hidden_state
         if self.enc_to_dec_proj is not None:
             hidden = self.enc_to_dec_proj(hidden)
@@ -38,7 +39,7 @@ class EncoderGraph(nn.Module):
             keys = _split_heads(layer.encoder_attn.k_proj(hidden), self.num_heads)
             values = _split_heads(layer.encoder_attn.v_proj(hidden), self.num_heads)
             per_layer.append(torch.stack([keys, values], dim=1))  # [batch, 2, heads, seq, head_dim]
-        return hidden, torch.stack(per_layer, dim=1)
+        return (torch.stack(per_layer, dim=1),)
 
 
 class DecoderStepGraph(nn.Module):

@@ -17,6 +17,9 @@ DATA_TYPES = {
 }
 
 
+INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
+
+
 class ModelConfigError(ValueError):
     pass
 
@@ -64,7 +67,9 @@ class ModelConfig:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     backend: str = "python"
-    instance_count: int = 1
+    instance_count: int = 1  # per GPU for KIND_GPU, as Triton counts
+    instance_kind: str = "KIND_CPU"  # or KIND_GPU (execution.INSTANCE_KINDS)
+    gpus: tuple[int, ...] = ()  # for KIND_GPU: the GPUs that get `instance_count` instances each
     dynamic_batching: DynamicBatching | None = None
     decoupled: bool = False
     parameters: dict[str, str] = field(default_factory=dict)
@@ -76,6 +81,10 @@ class ModelConfig:
             raise ModelConfigError(f"{self.name}: max_batch_size must be >= 0, got {self.max_batch_size}")
         if self.instance_count < 1:
             raise ModelConfigError(f"{self.name}: instance_count must be >= 1, got {self.instance_count}")
+        if self.instance_kind not in INSTANCE_KINDS:
+            raise ModelConfigError(f"{self.name}: instance_kind {self.instance_kind!r} is not one of {INSTANCE_KINDS}")
+        if (self.instance_kind == "KIND_GPU") != bool(self.gpus) or any(gpu < 0 for gpu in self.gpus):
+            raise ModelConfigError(f"{self.name}: KIND_GPU needs GPU ids (>= 0), KIND_CPU none; got {self.gpus}")
         if self.dynamic_batching and self.max_batch_size == 0:
             raise ModelConfigError(f"{self.name}: dynamic_batching needs max_batch_size > 0")
         if self.dynamic_batching and any(
@@ -108,7 +117,10 @@ class ModelConfig:
                     entry.optional = True
                 if tensor.reshape is not None:
                     entry.reshape.shape.extend(tensor.reshape)
-        config.instance_group.add(count=self.instance_count, kind=pb.ModelInstanceGroup.KIND_CPU)
+        group = config.instance_group.add(
+            count=self.instance_count, kind=pb.ModelInstanceGroup.Kind.Value(self.instance_kind)
+        )
+        group.gpus.extend(self.gpus)
         if self.dynamic_batching is not None:
             config.dynamic_batching.max_queue_delay_microseconds = self.dynamic_batching.max_queue_delay_us
             config.dynamic_batching.preferred_batch_size.extend(self.dynamic_batching.preferred_batch_sizes)

@@ -22,6 +22,7 @@ from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls_status import STATUS_OUTPUTS
 from trocr_serving.engine import EngineOptions
+from trocr_serving.execution import DEVICES, INSTANCE_KINDS
 from trocr_serving.pipeline_config import (
     BUILD_INFO_FILE,
     TOKENIZER_FILE,
@@ -37,7 +38,7 @@ LOGGER = logging.getLogger(__name__)
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 5
+REPOSITORY_FORMAT = 6
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,22 @@ class ServingOptions:
     max_request_row_tokens: int = 8192
     max_cache_bytes: int = 2 * 1024**3  # caps max_active_sequences by cross-attention + self-attention cache
     intra_op_threads: int = 0  # 0: one per core
+    # Where the encoder and the scheduler's decoder run (the `trocr` front only decodes images: always CPU). For
+    # "cuda", one instance of each per GPU in gpu_ids, each on its GPU (model_instance_device_id).
+    device: str = "cpu"
+    gpu_ids: tuple[int, ...] = (0,)
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+        if not self.gpu_ids or any(gpu < 0 for gpu in self.gpu_ids):
+            raise ValueError(f"gpu_ids {self.gpu_ids} must name GPUs (0, 1, ...)")
+
+    def placement(self) -> dict:
+        """ModelConfig fields that put a model on this device."""
+        if self.device == "cpu":
+            return {"instance_kind": INSTANCE_KINDS["cpu"]}
+        return {"instance_kind": INSTANCE_KINDS["cuda"], "gpus": tuple(self.gpu_ids)}
 
 
 def load_model(model: str, cache_dir: Path | None = None):
@@ -128,12 +145,10 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
         name="encoder",
         max_batch_size=options.encoder_max_batch_size,
         inputs=(Tensor(names.PIXEL_VALUES, "FP32", (3, height, width)),),
-        outputs=(
-            Tensor(names.ENCODER_HIDDEN_STATES, "FP32", (dims.encoder_seq_len, -1)),
-            Tensor(names.CROSS_KEY_VALUES, "FP32", cross),
-        ),
+        outputs=(Tensor(names.CROSS_KEY_VALUES, "FP32", cross),),
         dynamic_batching=DynamicBatching(max_queue_delay_us=options.encoder_queue_delay_us),
         parameters={"onnx_file": names.ENCODER_ONNX, **threads},
+        **options.placement(),
     )
     scheduler = ModelConfig(
         name=sp.MODEL_NAME,
@@ -150,15 +165,11 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
             *(Tensor(name, "BYTES", (1,)) for name in STATUS_OUTPUTS),
         ),
         decoupled=True,
+        **options.placement(),
+        # The engine's options carry the serving options' names; the scheduler runs the decoder graph itself.
         parameters=EngineOptions(
-            decoder_onnx=f"{sp.MODEL_NAME}/1/{names.DECODER_ONNX}",  # the scheduler runs the decoder itself
-            encoder_max_batch_size=options.encoder_max_batch_size,
-            max_active_sequences=options.max_active_sequences,
-            max_queued_sequences=options.max_queued_sequences,
-            max_request_rows=options.max_request_rows,
-            max_request_row_tokens=options.max_request_row_tokens,
-            max_cache_bytes=options.max_cache_bytes,
-            intra_op_threads=options.intra_op_threads,
+            decoder_onnx=f"{sp.MODEL_NAME}/1/{names.DECODER_ONNX}",
+            **{f.name: getattr(options, f.name) for f in dataclasses.fields(EngineOptions) if f.name != "decoder_onnx"},
         ).to_parameters(),
     )
     scalar = ()
@@ -254,7 +265,7 @@ def ensure_repository(
     wanted = {
         "format": REPOSITORY_FORMAT,
         "source": str(random_model_dir(model)) if is_random_model(model) else model,
-        "options": dataclasses.asdict(options),
+        "options": json.loads(json.dumps(dataclasses.asdict(options))),  # as build_info.json holds them
     }
     if not rebuild and info_path.exists():
         info = json.loads(info_path.read_text())

@@ -133,14 +133,14 @@ class DecodeLoop:
                 continue
             self._stepping = True
             try:
-                log_probs = await loop.run_in_executor(self._executor, self.runner.execute, plan)
+                candidates = await loop.run_in_executor(self._executor, self.runner.execute, plan)
             except Exception as exc:  # fail the sequences in this step, keep the loop alive
                 LOGGER.exception("decoder step failed")
                 self._end_step()
                 for group in list(self.scheduler.groups):
                     self._fail(group, RuntimeError(f"decoder step failed: {exc}"))
                 continue
-            update = self.scheduler.update_from_output(log_probs)
+            update = self.scheduler.update_from_output(candidates)
             self.runner.commit(update)
             self._end_step()
             self.metrics.step(plan.rows)

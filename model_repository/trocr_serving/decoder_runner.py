@@ -13,18 +13,18 @@ from typing import Protocol
 import numpy as np
 
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_signature import DecoderStep
+from trocr_serving.decoder_signature import DecoderStep, StepCandidates
 from trocr_serving.pipeline_config import DecoderShape
 from trocr_serving.row_scheduler import RowMove, StepPlan, StepUpdate
 
-# (the graph's inputs by name) -> (its outputs by name)
-GraphRun = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+# (the graph's inputs by name, the outputs wanted) -> those outputs by name
+GraphRun = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
 
 
 class DecoderRunner(Protocol):
-    def execute(self, plan: StepPlan) -> np.ndarray:
-        """Load the plan's new rows, run one step of its rows; returns log-probabilities [rows, vocab] and keeps
-        the step's keys/values until `commit`."""
+    def execute(self, plan: StepPlan) -> StepCandidates:
+        """Load the plan's new rows, run one step of its rows; returns each row's top_k candidates and keeps the
+        step's keys/values until `commit`."""
 
     def commit(self, update: StepUpdate) -> None:
         """Write the step's keys/values where the scheduler says, then apply its row moves."""
@@ -38,11 +38,12 @@ class NumpyDecoderRunner:
 
     def __init__(self, shape: DecoderShape, max_rows: int, max_cache_len: int, run_graph: GraphRun):
         self.run_graph = run_graph
+        self.vocab_size = shape.vocab_size
         self.cross = np.zeros(shape.cross_shape(max_rows), dtype=np.float32)
         self.past = np.zeros(shape.cache_shape(max_rows, max_cache_len), dtype=np.float32)
         self._new_key_values: np.ndarray | None = None
 
-    def execute(self, plan: StepPlan) -> np.ndarray:
+    def execute(self, plan: StepPlan) -> StepCandidates:
         for load in plan.loads:
             self.cross[load.rows] = load.cross_key_values
         rows, longest = plan.rows, int(plan.lengths.max())
@@ -51,10 +52,11 @@ class NumpyDecoderRunner:
             plan.lengths,
             np.ascontiguousarray(self.past[:rows, :, :, :, :longest]),
             self.cross[:rows],  # a view: the running rows are the first ones
+            min(plan.top_k, self.vocab_size),
         )
-        out = self.run_graph(step.feed())
+        out = self.run_graph(step.feed(), list(names.DECODER_SERVING_OUTPUTS))
         self._new_key_values = out[names.NEW_KEY_VALUES]
-        return out[names.LOG_PROBS]
+        return StepCandidates(out[names.TOP_LOG_PROBS], out[names.TOP_IDS])
 
     def commit(self, update: StepUpdate) -> None:
         new_key_values, self._new_key_values = self._new_key_values, None

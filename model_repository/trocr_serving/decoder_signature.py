@@ -21,10 +21,16 @@ class DecoderStep:
     attention_mask: np.ndarray  # int64 [rows, longest + 1]: 1 for a row's cache slots and the new token
     past_key_values: np.ndarray  # float [rows, layers, 2, heads, longest, head_dim]
     cross_key_values: np.ndarray  # float [rows, layers, 2, heads, encoder_seq_len, head_dim]
+    top_k: np.ndarray  # int64 [1]: candidates per row the step returns (top_log_probs, top_ids)
 
     @classmethod
     def of(
-        cls, last_tokens: np.ndarray, lengths: np.ndarray, past_key_values: np.ndarray, cross_key_values: np.ndarray
+        cls,
+        last_tokens: np.ndarray,
+        lengths: np.ndarray,
+        past_key_values: np.ndarray,
+        cross_key_values: np.ndarray,
+        top_k: int = 1,
     ) -> DecoderStep:
         """`past_key_values` holds `lengths.max()` positions; a shorter row's extra slots are masked out."""
         lengths = np.asarray(lengths, dtype=np.int64)
@@ -37,6 +43,7 @@ class DecoderStep:
             mask,
             past_key_values,
             cross_key_values,
+            np.array([top_k], dtype=np.int64),
         )
 
     @property
@@ -51,4 +58,14 @@ class DecoderStep:
             names.ATTENTION_MASK: self.attention_mask,
             names.PAST_KEY_VALUES: self.past_key_values,
             names.CROSS_KEY_VALUES: self.cross_key_values,
+            names.TOP_K: self.top_k,
         }
+
+
+@dataclass(frozen=True)
+class StepCandidates:
+    """What a serving step returns to the searches: each row's top_k log-probabilities, best first, and their
+    token ids (names.TOP_LOG_PROBS, names.TOP_IDS)."""
+
+    log_probs: np.ndarray  # float [rows, top_k]
+    ids: np.ndarray  # int64 [rows, top_k]

@@ -21,6 +21,7 @@ from trocr_serving import scheduler_protocol as sp
 from trocr_serving.decode_loop import DecodeLoop, Ticket
 from trocr_serving.decoder_runner import NumpyDecoderRunner
 from trocr_serving.encode_feeder import EncodeFeeder
+from trocr_serving.execution import CPU, Execution
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.row_scheduler import RowScheduler
@@ -67,12 +68,13 @@ class Engine:
         repository: Path,
         encode_batch: EncodeBatch,
         metrics=None,
+        execution: Execution = CPU,
     ):
         self.pipeline = pipeline
         max_cache_len = pipeline.max_new_tokens_limit + 1
         row_bytes = pipeline.decoder.row_bytes(max_cache_len)
         max_rows = max(1, min(options.max_active_sequences, options.max_cache_bytes // row_bytes))
-        graph = GraphRunner(repository / options.decoder_onnx, options.intra_op_threads, spinning=False)
+        graph = GraphRunner(repository / options.decoder_onnx, options.intra_op_threads, False, execution)
         scheduler = RowScheduler(
             max_rows=max_rows,
             max_cache_len=max_cache_len,

@@ -30,6 +30,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from trocr_client.protocol import MODEL_NAME
+from trocr_serving.execution import DeviceUnavailableError, Execution, require_gpus
 from trocr_serving.watchdog import StubWatchdog
 
 LOGGER = logging.getLogger(__name__)
@@ -176,6 +177,32 @@ def _site_module_source() -> str:
     return _SITE_MODULE_TEMPLATE.format(paths=environment_paths())
 
 
+def gpus_of(repository: Path) -> tuple[int, ...]:
+    """The GPUs the repository's models are placed on (KIND_GPU instance groups), from their configs."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    gpus: set[int] = set()
+    for path in repository.glob("*/config.pbtxt"):
+        config = text_format.Parse(path.read_text(), pb.ModelConfig())
+        for group in config.instance_group:
+            if group.kind == pb.ModelInstanceGroup.KIND_GPU:
+                gpus.update(group.gpus or [0])
+    return tuple(sorted(gpus))
+
+
+def check_devices(repository: Path) -> None:
+    """A repository built for CUDA fails here, at once and by name, on a machine that cannot run it."""
+    gpus = gpus_of(repository)
+    if not gpus:
+        return
+    try:
+        require_gpus(gpus)
+        Execution("cuda", gpus[0]).prepare()
+    except DeviceUnavailableError as exc:
+        raise ServerError(str(exc)) from None
+
+
 def models_in(repository: Path) -> list[str]:
     """The models of a repository: its folders with a config.pbtxt (others, like trocr_serving/, are code)."""
     return sorted(path.parent.name for path in repository.glob("*/config.pbtxt"))
@@ -287,6 +314,7 @@ class TritonServer:
         return env
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> TritonServer:
+        check_devices(self.model_repository)
         self._workdir = tempfile.TemporaryDirectory(prefix="trocr-triton-")
         self._backends = prepare_backends(Path(self._workdir.name))
         self.log_path = self.log_file or Path(self._workdir.name) / "tritonserver.log"

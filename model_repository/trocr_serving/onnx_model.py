@@ -16,6 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from trocr_serving.bls import error_response, model_parameters
+from trocr_serving.execution import Execution
 from trocr_serving.metrics import BatchSizeMetric, release_families
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.refusals import Refusal
@@ -30,7 +31,8 @@ class OnnxGraphModel:
         path = Path(args["model_repository"]) / args["model_version"] / parameters["onnx_file"]
         if not path.exists():
             raise FileNotFoundError(f"{config['name']}: {path} is missing; run trocr-build")
-        self.runner = GraphRunner(path, int(parameters.get("intra_op_threads", "0")), spinning=False)
+        threads = int(parameters.get("intra_op_threads", "0"))
+        self.runner = GraphRunner(path, threads, spinning=False, execution=Execution.of_instance(args))
         self.batch_size_metric = BatchSizeMetric(config["name"])
         declared = {tensor["name"] for tensor in config["input"]}
         if declared != set(self.runner.input_names):

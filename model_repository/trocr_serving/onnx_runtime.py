@@ -7,9 +7,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from trocr_serving.execution import CPU, Execution
 
-def create_session(path: Path, intra_op_threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
-    """A CPU session (0 threads: ONNX Runtime's default, one per core).
+
+def create_session(
+    path: Path, intra_op_threads: int = 0, spinning: bool = True, execution: Execution = CPU
+) -> ort.InferenceSession:
+    """A session on `execution`'s device (0 threads: ONNX Runtime's default, one per core).
 
     `spinning=False` stops idle worker threads from busy-waiting: in the server several sessions in
     different processes share the cores, and a spinning idle pool steals them from the busy one.
@@ -20,14 +24,15 @@ def create_session(path: Path, intra_op_threads: int = 0, spinning: bool = True)
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    execution.prepare()
+    return ort.InferenceSession(str(path), sess_options=options, providers=execution.providers())
 
 
 class GraphRunner:
     """Runs one exported graph on named numpy inputs and returns its named outputs."""
 
-    def __init__(self, path: Path, intra_op_threads: int = 0, spinning: bool = True):
-        self.session = create_session(path, intra_op_threads, spinning)
+    def __init__(self, path: Path, intra_op_threads: int = 0, spinning: bool = True, execution: Execution = CPU):
+        self.session = create_session(path, intra_op_threads, spinning, execution)
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.output_names = [node.name for node in self.session.get_outputs()]
 

@@ -2,9 +2,10 @@
 
 Pure bookkeeping, no tensors of the model: waiting and running sequence groups, each row's length and last
 token, admission (first come first served, a fair share of rows per request, a bound on what waits), and
-the searches that turn a step's log-probabilities into tokens and beam parents. `schedule()` emits a
-`StepPlan`; a decoder runner (trocr_serving.decoder_runner) executes it on the rows' caches; then
-`update_from_output()` advances the searches and says which cache entries to write and which rows move.
+the searches that turn a step's candidates (each row's top log-probabilities) into tokens and beam parents.
+`schedule()` emits a `StepPlan`; a decoder runner (trocr_serving.decoder_runner) executes it on the rows'
+caches; then `update_from_output()` advances the searches and says which cache entries to write and which
+rows move.
 
 Rows 0..active_rows-1 are the running ones, so the runner hands the graph contiguous slices: when rows are
 freed, the last rows move into the holes.
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from trocr_serving.decoder_signature import StepCandidates
 from trocr_serving.refusals import InvalidRequestError, QueueFullError
 from trocr_serving.search import BeamSearch, GreedySearch
 
@@ -57,6 +59,7 @@ class StepPlan:
     loads: list[RowLoad]  # groups admitted for this step
     last_tokens: np.ndarray  # int64 [rows]
     lengths: np.ndarray  # int64 [rows]: cache positions of each row
+    top_k: int  # candidates per row the searches need (2 x the widest beam, more where n-grams are banned)
 
     @property
     def rows(self) -> int:
@@ -141,7 +144,8 @@ class RowScheduler:
         lengths = np.zeros(rows, dtype=np.int64)
         for group in self.groups:
             lengths[group.rows] = group.length
-        return StepPlan(loads, self.last_tokens[:rows].copy(), lengths)
+        top_k = max((group.search.candidates_needed() for group in self.groups), default=1)
+        return StepPlan(loads, self.last_tokens[:rows].copy(), lengths, top_k)
 
     def _admit(self) -> list[tuple[SequenceGroup, Any]]:
         """Move waiting groups into free rows, first come first served, each request up to its share of rows.
@@ -170,12 +174,12 @@ class RowScheduler:
             self.groups.append(group)
         return admitted
 
-    def update_from_output(self, log_probs: np.ndarray) -> StepUpdate:
-        """Advance every running group by the step's log-probabilities [rows, vocab]."""
+    def update_from_output(self, candidates: StepCandidates) -> StepUpdate:
+        """Advance every running group by the step's candidates ([rows, top_k] log-probabilities and ids)."""
         update = StepUpdate()
         for group in self.groups:
             rows = np.asarray(group.rows)
-            tokens, parents, done = group.search.step(log_probs[rows])
+            tokens, parents, done = group.search.step(candidates.log_probs[rows], candidates.ids[rows])
             if done:
                 update.finished.append(group)
                 continue

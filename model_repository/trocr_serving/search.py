@@ -1,8 +1,11 @@
 """Per-image search state machines: greedy and beam search, with Hugging Face `generate()` semantics.
 
-Each consumes the decoder's log-probabilities for its own rows at every step and says which token each row
-takes next, which row's cache it continues (beam search reorders beams), and whether it is done. The
-scheduler batches the rows of all images into one decoder call; these classes never see the batch.
+Each consumes the decoder's candidates for its own rows at every step (the top `candidates_needed()`
+log-probabilities of each row and their token ids, best first) and says which token each row takes next,
+which row's cache it continues (beam search reorders beams), and whether it is done. The candidates hold
+every token the full vocabulary would have chosen: greedy needs the best token that is not banned, beam
+search the best 2 x num_beams continuations per beam that are not banned. The scheduler batches the rows of
+all images into one decoder call; these classes never see the batch.
 
 Beam search follows transformers 4.57 `GenerationMixin._beam_search` for one input: top 2k continuations
 of the accumulated log-probabilities, finished hypotheses scored with `length_penalty`, the
@@ -36,23 +39,24 @@ class SearchParams:
     ignore_eos: bool = False  # benchmarks only: always generate exactly max_new_tokens
 
 
-def ban_repeated_ngrams(log_probs: np.ndarray, sequences: list[list[int]], size: int) -> np.ndarray:
-    """transformers' NoRepeatNGramLogitsProcessor: a token that would repeat an n-gram of `size` gets -inf."""
-    if size <= 0:
-        return log_probs
-    out = log_probs
+def banned_tokens(sequence: list[int], size: int) -> list[int]:
+    """transformers' NoRepeatNGramLogitsProcessor: the tokens that would repeat an n-gram of `size`."""
+    if size <= 0 or len(sequence) + 1 < size:
+        return []
+    prefix = tuple(sequence[len(sequence) - size + 1 :])
+    return [
+        sequence[i + size - 1] for i in range(len(sequence) - size + 1) if tuple(sequence[i : i + size - 1]) == prefix
+    ]
+
+
+def ban_repeated_ngrams(values: np.ndarray, ids: np.ndarray, sequences: list[list[int]], size: int) -> np.ndarray:
+    """The candidates' log-probabilities with those of banned tokens set to -inf (a copy when any is banned)."""
+    out = values
     for row, sequence in enumerate(sequences):
-        if len(sequence) + 1 < size:
-            continue
-        prefix = tuple(sequence[len(sequence) - size + 1 :])
-        banned = [
-            sequence[i + size - 1]
-            for i in range(len(sequence) - size + 1)
-            if tuple(sequence[i : i + size - 1]) == prefix
-        ]
+        banned = banned_tokens(sequence, size)
         if banned:
-            out = out.copy() if out is log_probs else out
-            out[row, banned] = -np.inf
+            out = out.copy() if out is values else out
+            out[row, np.isin(ids[row], banned)] = -np.inf
     return out
 
 
@@ -64,11 +68,15 @@ class GreedySearch:
         self.sequence = [params.decoder_start_token_id]
         self.log_probs: list[float] = []
 
-    def step(self, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-        scores = ban_repeated_ngrams(log_probs, [self.sequence], self.params.no_repeat_ngram_size)
-        token = int(np.argmax(scores[0]))
+    def candidates_needed(self) -> int:
+        return 1 + len(banned_tokens(self.sequence, self.params.no_repeat_ngram_size))
+
+    def step(self, values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        scores = ban_repeated_ngrams(values, ids, [self.sequence], self.params.no_repeat_ngram_size)
+        best = int(np.argmax(scores[0]))  # the first of equal values: the lowest token id
+        token = int(ids[0, best])
         self.sequence.append(token)
-        self.log_probs.append(float(log_probs[0, token]))
+        self.log_probs.append(float(values[0, best]))
         generated = len(self.sequence) - 1
         done = generated >= self.params.max_new_tokens or (
             token == self.params.eos_token_id and not self.params.ignore_eos
@@ -95,13 +103,18 @@ class BeamSearch:
         self.cur_len = 1  # the decoder start token
         self.max_length = 1 + params.max_new_tokens
 
-    def step(self, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-        p, k, vocab = self.params, self.width, log_probs.shape[1]
-        processed = ban_repeated_ngrams(log_probs, self.running, p.no_repeat_ngram_size)
-        accumulated = (processed + self.running_scores[:, None]).reshape(-1)
-        top = np.argsort(-accumulated, kind="stable")[: self.keep]
-        top_scores = accumulated[top]
-        top_beams, top_tokens = top // vocab, top % vocab
+    def candidates_needed(self) -> int:
+        size = self.params.no_repeat_ngram_size
+        return self.keep + max(len(banned_tokens(sequence, size)) for sequence in self.running)
+
+    def step(self, values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        p, k = self.params, self.width
+        processed = ban_repeated_ngrams(values, ids, self.running, p.no_repeat_ngram_size)
+        scores = (processed + self.running_scores[:, None]).reshape(-1)
+        beams, tokens = np.repeat(np.arange(k), ids.shape[1]), ids.reshape(-1)
+        # The best 2k by score, equal scores by (beam, token): transformers' stable argsort over beams x vocab.
+        top = np.lexsort((tokens, beams, -scores))[: self.keep]
+        top_scores, top_beams, top_tokens = scores[top], beams[top], tokens[top]
         top_sequences = [self.running[b] + [int(t)] for b, t in zip(top_beams, top_tokens)]
         hits = np.full(self.keep, self.cur_len + 1 >= self.max_length)
         if not p.ignore_eos:

@@ -3,6 +3,7 @@ random:tiny graphs) against HF generate(), and the row scheduler's plans on thei
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.images import sample_paths, text_line
@@ -10,7 +11,7 @@ from tests.reference import pixel_values_of, reference_generate
 from trocr_serving import graph_names as names
 from trocr_serving.decoder_runner import NumpyDecoderRunner
 from trocr_serving.onnx_runtime import GraphRunner
-from trocr_serving.pipeline_config import PipelineConfig
+from trocr_serving.pipeline_config import DecoderShape, PipelineConfig
 from trocr_serving.refusals import QueueFullError
 from trocr_serving.row_scheduler import RowMove, RowScheduler, SequenceGroup
 from trocr_serving.search import SearchParams, new_search
@@ -195,3 +196,30 @@ def test_a_request_holds_at_most_its_share_of_rows_while_others_wait():
     scheduler.submit([group(request=small)])
     plan = scheduler.schedule()
     assert plan.rows == 3 and big_groups[2] in scheduler.waiting  # big's third image waits for small's
+
+
+def test_a_step_brings_back_rows_x_top_k_candidates_not_the_vocabulary():
+    """The runner asks the graph for the top-k outputs and the cache entries only (on a GPU, what crosses to the
+    host per step), with k = 2 x the widest beam of the step."""
+    shape = DecoderShape(num_layers=1, num_heads=1, head_dim=2, vocab_size=50, encoder_seq_len=3, max_positions=20)
+    asked = []
+
+    def graph(feed, output_names):
+        asked.append(output_names)
+        rows, top_k = len(feed[names.INPUT_IDS]), int(feed[names.TOP_K][0])
+        return {
+            names.TOP_LOG_PROBS: np.zeros((rows, top_k), dtype=np.float32),
+            names.TOP_IDS: np.tile(np.arange(top_k), (rows, 1)),
+            names.NEW_KEY_VALUES: np.zeros((rows, 1, 2, 1, 1, 2), dtype=np.float32),
+        }
+
+    scheduler = RowScheduler(max_rows=4, max_cache_len=8, max_queued=4, start_token=2)
+    runner = NumpyDecoderRunner(shape, 4, 8, graph)
+    cross = np.zeros((1, 2, 1, 3, 2), dtype=np.float32)
+    scheduler.submit([group(), group(width=3)])
+    for waiting in scheduler.waiting:
+        waiting.cross_key_values = cross
+    plan = scheduler.schedule()
+    candidates = runner.execute(plan)
+    assert plan.top_k == 6 and candidates.ids.shape == candidates.log_probs.shape == (4, 6)
+    assert asked == [list(names.DECODER_SERVING_OUTPUTS)] and names.LOG_PROBS not in asked[0]

@@ -24,12 +24,15 @@ EOS = 2
 def slow_decoder(step_s: float):
     """Never emits end-of-sequence (token 4 always wins); each step takes step_s."""
 
-    def run(inputs):
+    def run(feed, output_names):
         time.sleep(step_s)
-        rows = len(inputs[names.INPUT_IDS])
-        log_probs = np.full((rows, SHAPE.vocab_size), -5.0, dtype=np.float32)
-        log_probs[:, 4] = -0.1
-        return {names.LOG_PROBS: log_probs, names.NEW_KEY_VALUES: np.zeros((rows, 1, 2, 1, 1, 2), dtype=np.float32)}
+        rows, top_k = len(feed[names.INPUT_IDS]), int(feed[names.TOP_K][0])
+        ranking = np.array([4, 0, 1, 2, 3])[:top_k]  # token 4 first, then the others by id
+        return {
+            names.TOP_LOG_PROBS: np.tile(np.array([-0.1, -5, -5, -5, -5], dtype=np.float32)[:top_k], (rows, 1)),
+            names.TOP_IDS: np.tile(ranking, (rows, 1)),
+            names.NEW_KEY_VALUES: np.zeros((rows, 1, 2, 1, 1, 2), dtype=np.float32),
+        }
 
     return run
 

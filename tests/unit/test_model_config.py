@@ -6,6 +6,7 @@ from trocr_build.export import Dimensions
 from trocr_build.model_config import DynamicBatching, ModelConfig, ModelConfigError, QueuePolicy, Tensor
 from trocr_build.repository import ServingOptions, model_configs
 from trocr_serving.engine import EngineOptions
+from trocr_serving.execution import Execution
 
 
 def config(**overrides) -> ModelConfig:
@@ -106,7 +107,7 @@ def test_repository_configs_match_the_graph_dimensions():
     )
     encoder, scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
     assert list(encoder.input[0].dims) == [3, 384, 384]
-    assert list(encoder.output[1].dims) == [6, 2, 8, 578, 32]
+    assert [list(t.dims) for t in encoder.output] == [[6, 2, 8, 578, 32]]  # cross_key_values only
     # no `decoder` model: the scheduler runs its graph itself, and nothing outside may drive it
     assert scheduler.parameters["decoder_onnx"].string_value == "scheduler/1/decoder.onnx"
     assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
@@ -147,3 +148,26 @@ def test_engine_options_are_written_and_parsed_by_one_dataclass():
         EngineOptions.from_parameters({k: v for k, v in options.to_parameters().items() if k != "max_request_rows"})
     with pytest.raises(ValueError, match="max_cache_bytes='2 GiB' is not an integer"):
         EngineOptions.from_parameters(options.to_parameters() | {"max_cache_bytes": "2 GiB"})
+
+
+def test_gpu_instances_name_their_gpus():
+    gpu = ModelConfig("m", 0, (Tensor("x", "FP32", (1,)),), (Tensor("y", "FP32", (1,)),), "python", 1, "KIND_GPU", (1,))
+    (group,) = parsed(gpu).instance_group
+    assert group.kind == pb.ModelInstanceGroup.KIND_GPU and list(group.gpus) == [1]
+    with pytest.raises(ModelConfigError, match="KIND_GPU needs GPU ids"):
+        ModelConfig("m", 0, gpu.inputs, gpu.outputs, instance_kind="KIND_GPU").validate()
+    with pytest.raises(ModelConfigError, match="instance_kind 'KIND_TPU'"):
+        ModelConfig("m", 0, gpu.inputs, gpu.outputs, instance_kind="KIND_TPU").validate()
+
+
+def test_serving_options_check_the_device():
+    assert ServingOptions(device="cuda", gpu_ids=(0, 2)).placement() == {"instance_kind": "KIND_GPU", "gpus": (0, 2)}
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        ServingOptions(device="tpu")
+
+
+def test_cuda_sessions_get_the_providers_of_their_instance():
+    execution = Execution.of_instance({"model_instance_kind": "GPU", "model_instance_device_id": "3"})
+    ((name, options),) = execution.providers()
+    assert name == "CUDAExecutionProvider" and options["device_id"] == "3"
+    assert Execution.of_instance({"model_instance_kind": "CPU"}).providers() == ["CPUExecutionProvider"]

@@ -26,6 +26,7 @@ from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls import ModelWatch, check_response, model_parameters, output_array, status_response
 from trocr_serving.decode_loop import Ticket
 from trocr_serving.engine import Engine, EngineOptions
+from trocr_serving.execution import Execution
 from trocr_serving.metrics import SchedulerMetrics, release_families
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import Refusal
@@ -65,6 +66,7 @@ class TritonPythonModel:
             model_dir.parent,
             self._encode_batch,
             self.metrics,
+            Execution.of_instance(args),
         )
 
     def finalize(self):
