@@ -56,6 +56,12 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--ignore-eos", action="store_true", help="fixed output length (benchmarks)")
     search = p.add_argument_group("rate search (the default mode)")
     search.add_argument("--measurement-interval-s", type=float, default=5.0, help="stability window (perf_analyzer's)")
+    search.add_argument(
+        "--min-window-requests",
+        type=int,
+        default=20,
+        help="a window lasts until this many arrivals are expected at its rate (default: %(default)s)",
+    )
     search.add_argument("--stability-percentage", type=float, default=10.0)
     search.add_argument("--max-trials", type=int, default=10, help="windows before a rate is marked unstable")
     search.add_argument("--resolution", type=float, default=0.1, help="stop when the failing rate is this close")
@@ -63,9 +69,10 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--slo-ms",
         type=float,
-        default=2000.0,
-        help="latency SLO; set your own (default: %(default)s, which the default random:small model meets on a 2-core "
-        "CPU, whose every request generates 63 tokens)",
+        default=5000.0,
+        help="latency SLO: set your own (default: %(default)s, for the default offline model, random:small, whose "
+        "random weights make every request generate its 63-token maximum: about 1 s alone on a 2-core CPU, 2.6 s "
+        "p95 at 0.66 requests/s)",
     )
     plan.add_argument("--slo-percentile", default="p95", choices=["p50", "p90", "p95", "p99", "max"])
     plan.add_argument("--target-rate", type=float, default=200.0, help="images/s the fleet must serve")
@@ -165,14 +172,17 @@ def run_search(args, runner: Runner, slo: Slo) -> tuple[list[SweepPoint], dict |
         tolerance=args.stability_percentage / 100,
         max_windows=args.max_trials,
         latency_bound_s=slo.latency_s,
+        min_window_requests=args.min_window_requests,
     )
 
     def measure(rate: float, phase: str) -> SweepPoint:
-        spec = _spec(args, rate_per_s=rate, stability=stability)
+        spec = _spec(args, rate_per_s=rate, stability=stability.at_rate(rate))
         return runner.measure(f"rate {rate:.3g}/s", spec, phase).point()
 
     # One request at a time is served at 1 / latency: a rate any server sustains if it meets the SLO alone.
-    search = RateSearch(start_per_s=1 / alone.summary.latency_s["mean"], resolution=args.resolution)
+    # Below an eighth of that the server is idle: a rate missing the SLO there misses it on single requests.
+    start_per_s = 1 / alone.summary.latency_s["mean"]
+    search = RateSearch(start_per_s, resolution=args.resolution, min_per_s=start_per_s / 8)
     passing = [p for p in search_rate(search, slo, lambda rate: measure(rate, "search")) if slo.met_by(p)]
     if not passing:
         return [], None

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import statistics
@@ -21,6 +22,8 @@ from trocr_client.client import build_inputs
 from trocr_client.errors import from_triton
 from trocr_loadtest.stats import RequestRecord
 
+MAX_WINDOW_STRETCH = 6  # a 5 s window grows to 30 s at most, however low the rate
+
 
 @dataclass(frozen=True)
 class Stability:
@@ -34,10 +37,19 @@ class Stability:
     windows: int = 3
     max_windows: int = 10  # --max-trials
     latency_bound_s: float | None = None
+    # A window holds at least this many arrivals at an open-loop rate (perf_analyzer's count windows): a p95
+    # from the eight requests of three 5 s windows at 0.8/s is noise, not a measurement.
+    min_window_requests: int = 20
 
     def __post_init__(self):
         if self.window_s <= 0 or not 0 < self.tolerance < 1 or not 1 <= self.windows <= self.max_windows:
             raise ValueError(f"invalid stability rule {self}")
+
+    def at_rate(self, rate_per_s: float) -> Stability:
+        """The rule for an open loop at `rate_per_s`: windows long enough for `min_window_requests` arrivals, at
+        most MAX_WINDOW_STRETCH times the set window."""
+        window_s = min(max(self.window_s, self.min_window_requests / rate_per_s), MAX_WINDOW_STRETCH * self.window_s)
+        return dataclasses.replace(self, window_s=window_s)
 
 
 @dataclass(frozen=True)

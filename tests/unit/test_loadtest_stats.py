@@ -271,3 +271,10 @@ def test_no_load_is_sent_to_a_server_that_is_not_ready():
     from trocr_serving.launcher import free_port
 
     assert cli_main(["--url", f"127.0.0.1:{free_port()}", "--no-plot"]) == 2
+
+
+def test_windows_at_a_low_rate_last_long_enough_for_their_requests():
+    rule = Stability(window_s=5.0, min_window_requests=20)
+    assert rule.at_rate(0.8).window_s == pytest.approx(25.0)  # 20 arrivals at 0.8/s
+    assert rule.at_rate(100.0).window_s == 5.0
+    assert rule.at_rate(0.01).window_s == 30.0  # at most 6x the set window
