@@ -108,15 +108,16 @@ def window_figures(records: list[RequestRecord], start_s: float, window_s: float
 NOISE_SIGMAS = 3.0  # differences within this many standard errors are sampling noise, not a trend
 
 
-def is_stable(figures: list[WindowFigures], tolerance: float) -> bool:
+def is_stable(figures: list[WindowFigures], tolerance: float, arrivals: float | None = None) -> bool:
     """perf_analyzer's rule, made robust to the noise of open-loop arrivals: every window's completions within
-    `tolerance` of their mean or within Poisson noise, and the mean latency not rising window after window by
+    `tolerance` of their mean (in open loop: of the `arrivals` expected per window, so a server that falls
+    behind is not steady) or within Poisson noise, and the mean latency not rising window after window by
     more than `tolerance` and the noise (a growing queue). Latencies that go up and down are bursts, which
     last seconds under Poisson arrivals: they move a window's mean far beyond its standard error."""
     if not figures or any(math.isinf(f.mean_latency_s) for f in figures):
         return False
     counts = [f.completions for f in figures]
-    count_mean = statistics.fmean(counts)
+    count_mean = statistics.fmean(counts) if arrivals is None else arrivals
     count_noise = NOISE_SIGMAS * math.sqrt(count_mean)
     if any(abs(c - count_mean) > max(tolerance * count_mean, count_noise) for c in counts):
         return False
@@ -173,7 +174,8 @@ class Measurement:
         self.windows = closed
         first = self.start_s + (closed - rule.windows) * rule.window_s
         figures = window_figures(self.records, first, rule.window_s, rule.windows)
-        self.stable = is_stable(figures, rule.tolerance)
+        arrivals = self.spec.rate_per_s * rule.window_s if self.spec.rate_per_s else None
+        self.stable = is_stable(figures, rule.tolerance, arrivals)
         if self.stable or closed >= rule.max_windows or past_bound(figures, rule):
             # The result is the last `windows` windows: the steady state, or the latest state of an unstable one.
             self.start_s, self.end_s = first, first + rule.windows * rule.window_s

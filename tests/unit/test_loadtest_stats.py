@@ -150,6 +150,8 @@ def test_windows_agreeing_within_the_tolerance_are_stable():
     growing = window_figures(window_records([[0.2] * 10, [0.4] * 10, [0.8] * 10]), 0.0, 1.0, 3)
     assert not is_stable(growing, 0.1)
     assert not is_stable(window_figures([], 0.0, 1.0, 3), 0.1)  # windows with no completion
+    # In open loop the completions must keep up with the arrivals: 10 a window is steady at 10/s, not at 40/s.
+    assert is_stable(steady, 0.1, arrivals=10.0) and not is_stable(steady, 0.1, arrivals=40.0)
 
 
 def test_a_few_requests_per_window_differ_by_sampling_noise_not_instability():
