@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from trocr_serving.execution import INSTANCE_KINDS
+
 DATA_TYPES = {
     "BOOL": pb.TYPE_BOOL,
     "INT32": pb.TYPE_INT32,
@@ -15,9 +17,6 @@ DATA_TYPES = {
     "FP32": pb.TYPE_FP32,
     "BYTES": pb.TYPE_STRING,
 }
-
-
-INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
 
 
 class ModelConfigError(ValueError):
@@ -81,8 +80,9 @@ class ModelConfig:
             raise ModelConfigError(f"{self.name}: max_batch_size must be >= 0, got {self.max_batch_size}")
         if self.instance_count < 1:
             raise ModelConfigError(f"{self.name}: instance_count must be >= 1, got {self.instance_count}")
-        if self.instance_kind not in INSTANCE_KINDS:
-            raise ModelConfigError(f"{self.name}: instance_kind {self.instance_kind!r} is not one of {INSTANCE_KINDS}")
+        kinds = tuple(INSTANCE_KINDS.values())
+        if self.instance_kind not in kinds:
+            raise ModelConfigError(f"{self.name}: instance_kind {self.instance_kind!r} is not one of {kinds}")
         if (self.instance_kind == "KIND_GPU") != bool(self.gpus) or any(gpu < 0 for gpu in self.gpus):
             raise ModelConfigError(f"{self.name}: KIND_GPU needs GPU ids (>= 0), KIND_CPU none; got {self.gpus}")
         if self.dynamic_batching and self.max_batch_size == 0:

@@ -78,7 +78,6 @@ class LoadResult:
     duration_s: float
     max_in_flight: int
     stable: bool | None = None  # None without a stability rule
-    windows: int = 0  # windows measured under a stability rule
 
 
 @dataclass(frozen=True)
@@ -266,7 +265,6 @@ class LoadGenerator:
             measurement.duration_s(now),
             max_in_flight,
             measurement.stable,
-            measurement.windows,
         )
 
 
