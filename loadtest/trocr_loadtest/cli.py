@@ -33,6 +33,7 @@ REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 RISING_RATIO = 1.05  # a last step of more than 5% is not a plateau
 CONFIRM_RATIO = 1.3  # the plan is confirmed when its rate meets the SLO and this multiple of it does not
+PLAN_STEPS_DOWN = 2
 
 
 def parser() -> argparse.ArgumentParser:
@@ -186,8 +187,16 @@ def run_search(args, runner: Runner, slo: Slo) -> tuple[list[SweepPoint], dict |
     passing = [p for p in search_rate(search, slo, lambda rate: measure(rate, "search")) if slo.met_by(p)]
     if not passing:
         return [], None
+    # The plan must meet the SLO when measured again: on this kind of shared machine the capacity drifts by
+    # 10-15% from minute to minute, so a rate that missed steps down (at most PLAN_STEPS_DOWN times).
     planned_per_s = max(p.offered_per_s for p in passing) / (1 + args.resolution)
-    at, above = measure(planned_per_s, "plan"), measure(CONFIRM_RATIO * planned_per_s, "confirm")
+    at = measure(planned_per_s, "plan")
+    for _ in range(PLAN_STEPS_DOWN):
+        if slo.met_by(at):
+            break
+        planned_per_s /= 1 + args.resolution
+        at = measure(planned_per_s, "plan")
+    above = measure(CONFIRM_RATIO * planned_per_s, "confirm")
     confirmation = {
         "planned_rate_per_s": planned_per_s,
         "meets_slo": slo.met_by(at),
@@ -195,7 +204,7 @@ def run_search(args, runner: Runner, slo: Slo) -> tuple[list[SweepPoint], dict |
         "over_meets_slo": slo.met_by(above),
         "confirmed": slo.met_by(at) and not slo.met_by(above),
     }
-    return [at], confirmation
+    return ([at] if slo.met_by(at) else []), confirmation
 
 
 def main(argv: list[str] | None = None) -> int:
