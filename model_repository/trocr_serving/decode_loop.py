@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trocr_serving.decoder_runner import DecoderRunner
-from trocr_serving.refusals import DeadlineExceededError, QueueFullError, RequestCancelledError
+from trocr_serving.refusals import DeadlineExceededError, RequestCancelledError
 from trocr_serving.row_scheduler import RowScheduler, SequenceGroup
 from trocr_serving.search import SearchParams, SearchResult, new_search
 
@@ -67,14 +67,9 @@ class DecodeLoop:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def reserve(self, rows: int) -> None:
-        """Claim queue room before the (costly) encoding, or raise QueueFullError. Rows free in the running
-        batch take waiting rows first; an empty queue takes any request, so a request larger than the bound
-        waits its turn instead of being refused for ever."""
-        waiting = self.pending_rows + self.scheduler.queued_rows
-        if waiting and waiting + rows > self.scheduler.max_queued + self.scheduler.free_rows:
-            raise QueueFullError(
-                f"server busy: {waiting} sequences already wait (bound {self.scheduler.max_queued}); retry later"
-            )
+        """Claim queue room before the (costly) encoding (requests still being encoded count as waiting), or
+        raise QueueFullError."""
+        self.scheduler.check_queue_room(rows, self.pending_rows + self.scheduler.queued_rows)
         self.pending_rows += rows
 
     def release(self, rows: int) -> None:

@@ -131,11 +131,17 @@ class RowScheduler:
         width = sum(group.width for group in groups)
         if any(group.width > self.max_rows for group in groups):
             raise InvalidRequestError(f"num_beams exceeds the {self.max_rows} decoder rows the server has")
-        if self.queued_rows and self.queued_rows + width > self.max_queued + self.free_rows:
-            raise QueueFullError(
-                f"server busy: {self.queued_rows} sequences already wait (bound {self.max_queued}); retry later"
-            )
+        self.check_queue_room(width, self.queued_rows)
         self.waiting.extend(groups)
+
+    def check_queue_room(self, rows: int, waiting: int) -> None:
+        """Raise QueueFullError unless `rows` more fit beside `waiting` ones: rows free in the running batch take
+        waiting rows first, and an empty queue takes any request (so one larger than the bound waits its turn
+        instead of being refused for ever)."""
+        if waiting and waiting + rows > self.max_queued + self.free_rows:
+            raise QueueFullError(
+                f"server busy: {waiting} sequences already wait (bound {self.max_queued}); retry later"
+            )
 
     def schedule(self) -> StepPlan:
         """Admit what fits, then plan a step of every running row (no rows: nothing to run)."""
