@@ -37,7 +37,7 @@ def test_a_cuda_build_places_the_graphs_on_the_gpus_and_the_front_on_the_cpu(cud
     assert front.kind == pb.ModelInstanceGroup.KIND_CPU and not front.gpus
 
 
-@pytest.mark.skipif(visible_gpus() > 0, reason="this machine has a GPU")
+@pytest.mark.skipif(visible_gpus() > 0, reason="the refusal it checks happens only on a machine without a GPU")
 def test_serving_a_cuda_build_without_a_gpu_fails_at_once_naming_it(cuda_repository):
     started = time.monotonic()
     done = subprocess.run(
