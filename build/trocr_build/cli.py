@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from trocr_build.repository import SOURCE_REPOSITORY, ServingOptions, build_repository
+from trocr_build.variants import PRECISIONS
 from trocr_client.logs import configure_logging
 from trocr_serving.execution import DEVICES
 
@@ -32,6 +33,13 @@ def parser() -> argparse.ArgumentParser:
         "serve with '.[serve-gpu]')",
     )
     p.add_argument("--gpus", default="0", help="for --device cuda: comma-separated GPU ids, one instance each")
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp32",
+        help="what the graphs compute in: fp32, or fp16 (--device cuda; checked against fp32 on the sample images "
+        "at build time, on the GPU when there is one, else on the CPU)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -44,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         trocr_instances=args.trocr_instances,
         device=args.device,
         gpu_ids=tuple(int(gpu) for gpu in args.gpus.split(",")),
+        precision=args.precision,
     )
     info = build_repository(args.model, args.output, args.cache_dir, options, args.tolerance)
     print(json.dumps(info, indent=2))

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from trocr_build.repository import SOURCE_REPOSITORY, ensure_repository
 from trocr_client.client import TrOCRClient
+from trocr_client.images import SAMPLES_DIR, sample_paths
 from trocr_client.logs import configure_logging
 from trocr_serving.launcher import TritonServer
 
 LOGGER = logging.getLogger(__name__)
-SAMPLES = SOURCE_REPOSITORY.parent / "client" / "samples"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="random:small", help="as for trocr-build (default: %(default)s)")
     p.add_argument("--repository", type=Path, default=SOURCE_REPOSITORY)
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the repository holds this model")
-    p.add_argument("images", nargs="*", type=Path, help=f"images to transcribe (default: {SAMPLES}/*)")
+    p.add_argument("images", nargs="*", type=Path, help=f"images to transcribe (default: {SAMPLES_DIR}/*)")
     return p
 
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging()
     ensure_repository(args.model, args.repository, args.rebuild)
-    images = args.images or sorted(p for p in SAMPLES.iterdir() if p.is_file())
+    images = args.images or sample_paths()
     # Nothing is in flight when the demo stops: a short exit timeout (see README, Known limitations).
     with TritonServer(args.repository, exit_timeout_s=5) as server, TrOCRClient(server.grpc_url) as client:
         started = time.perf_counter()

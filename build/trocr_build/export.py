@@ -20,7 +20,7 @@ from transformers import VisionEncoderDecoderModel
 
 from trocr_build.graphs import DecoderStepGraph, EncoderGraph
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_signature import DecoderStep
+from trocr_serving.decoder_signature import DecoderStep, split_cross
 from trocr_serving.onnx_runtime import GraphRunner
 
 LOGGER = logging.getLogger(__name__)
@@ -63,21 +63,23 @@ class Dimensions:
 
 
 def _decoder_example(dims: Dimensions, batch: int, past_len: int, seed: int) -> dict[str, torch.Tensor]:
-    """Random decoder inputs with a ragged cache: each row has its own length, padded on the left."""
+    """Random decoder inputs with a ragged cache: each row has its own length (padded on the right), and
+    continues a row of a larger cache (more rows, more positions), like beam parents and rows that moved."""
     generator = torch.Generator().manual_seed(seed)
     lengths = torch.randint(0, past_len + 1, (batch,), generator=generator)
-    mask = torch.ones(batch, past_len + 1, dtype=torch.int64)
-    for row, length in enumerate(lengths.tolist()):
-        mask[row, : past_len - length] = 0
+    mask = (torch.arange(past_len + 1)[None, :] < lengths[:, None]).to(torch.int64)
+    mask[:, past_len] = 1
+    cache_rows = batch + 1
     return {
         names.INPUT_IDS: torch.randint(0, dims.vocab_size, (batch, 1), generator=generator),
         names.POSITION_IDS: lengths[:, None].clone(),
         names.ATTENTION_MASK: mask,
-        names.PAST_KEY_VALUES: torch.randn(dims.cache_shape(batch, past_len), generator=generator),
-        names.CROSS_KEY_VALUES: torch.randn(
-            (batch, dims.num_layers, 2, dims.num_heads, dims.encoder_seq_len, dims.head_dim),
-            generator=generator,
-        ),
+        names.PAST_KEY_VALUES: torch.randn(dims.cache_shape(cache_rows, past_len + 2), generator=generator),
+        names.PAST_ROWS: torch.randint(0, cache_rows, (batch,), generator=generator),
+        **{
+            name: torch.randn((batch, dims.num_heads, dims.encoder_seq_len, dims.head_dim), generator=generator)
+            for name in names.cross_inputs(dims.num_layers)
+        },
     }
 
 
@@ -149,10 +151,11 @@ def export_decoder(model: VisionEncoderDecoderModel, dims: Dimensions, path: Pat
         names.INPUT_IDS: {0: "batch"},
         names.POSITION_IDS: {0: "batch"},
         names.ATTENTION_MASK: {0: "batch", 1: "past_len_plus_one"},
-        names.PAST_KEY_VALUES: {0: "batch", 4: "past_len"},
-        names.CROSS_KEY_VALUES: {0: "batch"},
+        names.PAST_KEY_VALUES: {0: "cache_rows", 4: "cache_len"},
+        names.PAST_ROWS: {0: "batch"},
+        **{name: {0: "batch"} for name in names.cross_inputs(dims.num_layers)},
         names.LOG_PROBS: {0: "batch"},
-        names.NEW_KEY_VALUES: {0: "batch"},
+        names.PRESENT_KEY_VALUES: {0: "batch", 4: "past_len_plus_one"},
     }
     _export(graph, example, names.DECODER_STEP_OUTPUTS, dynamic_axes, path)
     append_top_k(path)
@@ -161,7 +164,7 @@ def export_decoder(model: VisionEncoderDecoderModel, dims: Dimensions, path: Pat
     for batch, past_len, top_k in ((3, 7, 8), (1, 0, 1)):
         check = _decoder_example(dims, batch=batch, past_len=past_len, seed=batch)
         with torch.no_grad():
-            expected = dict(zip(names.DECODER_STEP_OUTPUTS, (t.numpy() for t in graph(**check))))
+            expected = dict(zip(names.DECODER_STEP_OUTPUTS, (t.numpy() for t in graph(*check.values()))))
         expected[names.TOP_LOG_PROBS] = -np.sort(-expected[names.LOG_PROBS], axis=-1)[:, :top_k]
         feed = {k: v.numpy() for k, v in check.items()} | {names.TOP_K: np.array([top_k], dtype=np.int64)}
         actual = runner.run(feed)
@@ -202,6 +205,26 @@ def append_top_k(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def write_row_copy(path: Path, element_type: int = onnx.TensorProto.FLOAT) -> None:
+    """row_copy.onnx: one Expand, with which the server's decoder runner fills rows of its device buffers (an
+    image's keys/values into a beam group's rows, a row into another's place) without leaving the device.
+    `element_type`: that of the decoder's cross-attention inputs."""
+    tensor = onnx.helper.make_tensor_value_info
+    rows = ["rows", "heads", "encoder_seq_len", "head_dim"]  # a decoder cross-attention input's layout
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Expand", [names.ROW_COPY_SOURCE, names.ROW_COPY_SHAPE], [names.ROW_COPY_TARGET])],
+        "row_copy",
+        [
+            tensor(names.ROW_COPY_SOURCE, element_type, ["one_or_rows", *rows[1:]]),
+            tensor(names.ROW_COPY_SHAPE, onnx.TensorProto.INT64, [len(rows)]),
+        ],
+        [tensor(names.ROW_COPY_TARGET, element_type, rows)],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 def validate_against_reference(
     model: VisionEncoderDecoderModel, dims: Dimensions, encoder_path: Path, decoder_path: Path, atol: float
 ) -> dict:
@@ -217,12 +240,13 @@ def validate_against_reference(
     expected = torch.log_softmax(logits, dim=-1).numpy()
     cross = GraphRunner(encoder_path).run({names.PIXEL_VALUES: pixel_values.numpy()}, [names.CROSS_KEY_VALUES])
     decoder = GraphRunner(decoder_path)
+    cross = split_cross(cross[names.CROSS_KEY_VALUES])
     past = np.zeros(dims.cache_shape(2, 0), dtype=np.float32)
     got = []
     for position in range(steps):
-        step = DecoderStep.of(tokens[:, position].numpy(), np.full(2, position), past, cross[names.CROSS_KEY_VALUES])
+        step = DecoderStep.of(tokens[:, position].numpy(), np.full(2, position), past, cross)
         out = decoder.run(step.feed())
-        past = np.concatenate([past, out[names.NEW_KEY_VALUES]], axis=names.CACHE_SEQ_AXIS)
+        past = out[names.PRESENT_KEY_VALUES]
         got.append(out[names.LOG_PROBS])
     return _compare(
         "encoder.onnx + decoder.onnx vs Hugging Face forward",

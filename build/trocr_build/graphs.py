@@ -77,7 +77,11 @@ class DecoderStepGraph(nn.Module):
         batch, heads, seq, head_dim = states.shape
         return states.transpose(1, 2).reshape(batch, seq, heads * head_dim)
 
-    def forward(self, input_ids, position_ids, attention_mask, past_key_values, cross_key_values):
+    def forward(self, input_ids, position_ids, attention_mask, past_key_values, past_rows, *cross_key_values):
+        """`cross_key_values`: each layer's keys then values [batch, heads, encoder_seq_len, head_dim]."""
+        # Each row's cache: row past_rows[i] of the previous step's present_key_values, first past_len positions.
+        past_len = attention_mask.shape[1] - 1
+        past = past_key_values[:, :, :, :, :past_len].index_select(0, past_rows)
         hidden = self.embed_tokens(input_ids) + self._position_embeddings(position_ids)
         if self.layernorm_embedding is not None:
             hidden = self.layernorm_embedding(hidden)
@@ -89,15 +93,15 @@ class DecoderStepGraph(nn.Module):
             query = _split_heads(attention.q_proj(hidden) * attention.scaling, self.num_heads)
             key = _split_heads(attention.k_proj(hidden), self.num_heads)
             value = _split_heads(attention.v_proj(hidden), self.num_heads)
-            keys = torch.cat([past_key_values[:, index, 0], key], dim=2)
-            values = torch.cat([past_key_values[:, index, 1], value], dim=2)
+            keys = torch.cat([past[:, index, 0], key], dim=2)
+            values = torch.cat([past[:, index, 1], value], dim=2)
             attended = self._merge_heads(self._attend(query, keys, values, bias))
             hidden = layer.self_attn_layer_norm(hidden + attention.out_proj(attended))
 
             cross = layer.encoder_attn
             query = _split_heads(cross.q_proj(hidden) * cross.scaling, self.num_heads)
             attended = self._merge_heads(
-                self._attend(query, cross_key_values[:, index, 0], cross_key_values[:, index, 1])
+                self._attend(query, cross_key_values[2 * index], cross_key_values[2 * index + 1])
             )
             hidden = layer.encoder_attn_layer_norm(hidden + cross.out_proj(attended))
 
@@ -105,4 +109,12 @@ class DecoderStepGraph(nn.Module):
             hidden = layer.final_layer_norm(hidden + feed_forward)
             new_key_values.append(torch.stack([key, value], dim=1))  # [batch, 2, heads, 1, head_dim]
         logits = self.output_projection(hidden[:, 0, :])
-        return torch.log_softmax(logits, dim=-1), torch.stack(new_key_values, dim=1)
+        return torch.log_softmax(logits, dim=-1), self._present(past, torch.stack(new_key_values, dim=1), position_ids)
+
+    @staticmethod
+    def _present(past: torch.Tensor, new: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Each row's cache with its new keys/values at its own position (slots past a row's length are padding:
+        the row's new entry goes to slot `position`; the appended last slot is padding unless position = past_len)."""
+        appended = torch.cat([past, new], dim=4)  # [batch, layers, 2, heads, past_len + 1, head_dim]
+        slots = position_ids.view(-1, 1, 1, 1, 1, 1).expand(new.shape)
+        return appended.scatter(4, slots, new)

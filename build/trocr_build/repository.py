@@ -14,10 +14,18 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor, VisionEncoderDecoderModel
 
-from trocr_build.export import Dimensions, export_decoder, export_encoder, validate_against_reference
+from trocr_build.export import (
+    Dimensions,
+    export_decoder,
+    export_encoder,
+    validate_against_reference,
+    write_row_copy,
+)
 from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
 from trocr_build.random_model import is_random_model, random_model_dir
+from trocr_build.variants import PRECISIONS, convert_and_validate
 from trocr_client import protocol
+from trocr_client.images import sample_paths
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls_status import STATUS_OUTPUTS
@@ -31,6 +39,7 @@ from trocr_serving.pipeline_config import (
     ImageConfig,
     PipelineConfig,
 )
+from trocr_serving.preprocessing import decode_image, preprocess
 
 LOGGER = logging.getLogger(__name__)
 
@@ -38,7 +47,7 @@ LOGGER = logging.getLogger(__name__)
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 6
+REPOSITORY_FORMAT = 7
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,15 @@ class ServingOptions:
     # "cuda", one instance of each per GPU in gpu_ids, each on its GPU (model_instance_device_id).
     device: str = "cpu"
     gpu_ids: tuple[int, ...] = (0,)
+    # What the graphs compute in (trocr_build.variants.PRECISIONS): fp32, or fp16 for CUDA.
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.device not in DEVICES:
             raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        PRECISIONS[self.precision].check_device(self.device)
         if not self.gpu_ids or any(gpu < 0 for gpu in self.gpu_ids):
             raise ValueError(f"gpu_ids {self.gpu_ids} must name GPUs (0, 1, ...)")
 
@@ -235,10 +249,14 @@ def build_repository(
             "decoder": export_decoder(hf_model, dims, decoder_path, atol),
             "reference": validate_against_reference(hf_model, dims, encoder_path, decoder_path, atol),
         }
+    pipeline = pipeline_config(hf_model, processor, dims, source)
+    precision = PRECISIONS[options.precision]
+    samples = preprocess([decode_image(path.read_bytes()) for path in sample_paths()], pipeline.image)
+    variant = convert_and_validate(precision, encoder_path, decoder_path, pipeline, samples, options.device)
+    write_row_copy(decoder_path.parent / names.ROW_COPY_ONNX, precision.cache_type)
     for config in model_configs(dims, options, model):
         (output / config.name / "config.pbtxt").write_text(config.to_pbtxt())
     trocr_dir = output / protocol.MODEL_NAME / "1"
-    pipeline = pipeline_config(hf_model, processor, dims, source)
     for model_name in (protocol.MODEL_NAME, sp.MODEL_NAME):
         pipeline.save(output / model_name / "1")
     processor.tokenizer.backend_tokenizer.save(str(trocr_dir / TOKENIZER_FILE))
@@ -249,6 +267,7 @@ def build_repository(
         "options": dataclasses.asdict(options),
         "max_abs_diff": report,
         "tolerance": atol,
+        "variant": variant,
         "build_seconds": round(time.monotonic() - started, 1),
     }
     (output / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

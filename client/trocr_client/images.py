@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -12,6 +13,13 @@ from trocr_client.errors import InvalidInputError
 from trocr_client.protocol import MAX_IMAGE_BYTES
 
 ImageLike = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
+# Handwriting-like sample lines in varied formats and sizes: the demo's images, the build's check of a
+# precision variant, the load test's and the tests' inputs.
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
+
+
+def sample_paths() -> list[Path]:
+    return sorted(path for path in SAMPLES_DIR.iterdir() if path.is_file())
 
 
 def encode_image(image: ImageLike) -> bytes:

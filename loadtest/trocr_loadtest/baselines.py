@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from trocr_loadtest.stats import percentile
-from trocr_serving import graph_names as names
-from trocr_serving.decoder_signature import DecoderStep
-from trocr_serving.greedy import greedy_decode
-from trocr_serving.onnx_runtime import GraphRunner
+from trocr_serving.decoder_signature import DecoderStep, split_cross
+from trocr_serving.execution import CPU, Execution
+from trocr_serving.greedy import LocalGraphs, graph_paths, greedy_decode
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import decode_image, preprocess
 
@@ -51,23 +50,15 @@ def _timed(name: str, batch: int, run: Callable[[int], None], calls: int, warmup
     )
 
 
-class RepositoryGraphs:
+class RepositoryGraphs(LocalGraphs):
     """The exported graphs of a built repository, run in this process with ONNX Runtime."""
 
-    def __init__(self, repository: Path, intra_op_threads: int = 0):
+    def __init__(self, repository: Path, intra_op_threads: int = 0, execution: Execution = CPU):
+        super().__init__(*graph_paths(repository), intra_op_threads, execution)
         self.config = PipelineConfig.load(repository / "trocr" / "1")
-        self.encoder = GraphRunner(repository / "encoder" / "1" / names.ENCODER_ONNX, intra_op_threads)
-        self.decoder = GraphRunner(repository / "scheduler" / "1" / names.DECODER_ONNX, intra_op_threads)
 
     def pixel_values(self, images: list[bytes]) -> np.ndarray:
         return preprocess([decode_image(data) for data in images], self.config.image)
-
-    def cross_key_values(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.encoder.run({names.PIXEL_VALUES: pixel_values}, [names.CROSS_KEY_VALUES])[names.CROSS_KEY_VALUES]
-
-    def step(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        out = self.decoder.run(inputs)
-        return out[names.LOG_PROBS], out[names.NEW_KEY_VALUES]
 
     def transcribe(self, images: list[bytes], max_new_tokens: int) -> list:
         cross = self.cross_key_values(self.pixel_values(images))
@@ -99,15 +90,14 @@ def in_process_ceiling(graphs: RepositoryGraphs, images: list[bytes], tokens: in
     pixel_values = graphs.pixel_values(images)
     encoder_s = encoder_only(graphs, images, calls=max(4, repeats)).latency_p50_s
     rows = np.arange(batch) % len(images)
-    cross = np.concatenate([graphs.cross_key_values(pixel_values[r][None]) for r in rows])
+    cross = split_cross(np.concatenate([graphs.cross_key_values(pixel_values[r][None]) for r in rows]))
     shape = graphs.config.decoder
     best_s = float("inf")
     for _ in range(repeats):
         past = np.zeros(shape.cache_shape(batch, 0), dtype=np.float32)
         started = time.perf_counter()
         for position in range(tokens):
-            _, new = graphs.step(DecoderStep.of(np.full(batch, 5), np.full(batch, position), past, cross).feed())
-            past = np.concatenate([past, new], axis=names.CACHE_SEQ_AXIS)
+            _, past = graphs.step(DecoderStep.of(np.full(batch, 5), np.full(batch, position), past, cross).feed())
         best_s = min(best_s, time.perf_counter() - started)
     per_image_s = encoder_s + best_s / batch
     return 1.0 / per_image_s, per_image_s, encoder_s, best_s / tokens

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-SAMPLES = Path(__file__).resolve().parents[2] / "client" / "samples"
+from trocr_client.images import SAMPLES_DIR
+
 WORDS = "the quick brown fox jumps over lazy dog serving triton handwriting model batch".split()  # noqa: SIM905
 
 
@@ -40,9 +41,9 @@ def generated(count: int, seed: int = 0) -> list[bytes]:
 def image_set(source: str = "samples+generated", count: int = 32) -> list[bytes]:
     """'samples', 'generated', 'samples+generated', or a directory path."""
     if source == "samples":
-        return from_directory(SAMPLES)
+        return from_directory(SAMPLES_DIR)
     if source == "generated":
         return generated(count)
     if source == "samples+generated":
-        return from_directory(SAMPLES) + generated(max(0, count - len(from_directory(SAMPLES))))
+        return from_directory(SAMPLES_DIR) + generated(max(0, count - len(from_directory(SAMPLES_DIR))))
     return from_directory(Path(source))

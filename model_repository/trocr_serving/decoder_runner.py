@@ -1,73 +1,204 @@
-"""Decoder runners: own the rows' cross-attention keys/values and self-attention caches, and run steps.
+"""The decoder runner: owns the rows' cross-attention keys/values and self-attention caches, and runs steps.
 
-The row scheduler (trocr_serving.row_scheduler) says what to run; a runner holds the tensors and runs the
-graph. `NumpyDecoderRunner` keeps the pools in host memory for ONNX Runtime's CPU execution provider; a
-device runner keeps them in device memory behind the same protocol, and the scheduler does not change.
+The row scheduler (trocr_serving.row_scheduler) says what to run; the runner holds the tensors and runs the
+graph with ONNX Runtime's I/O binding, the same code on the CPU and on a CUDA GPU:
+
+- every tensor of the decoding state lives in device memory allocated once at start (OrtValues): the
+  cross-attention keys/values of each row, and two self-attention caches used in turn: a step reads the
+  previous step's `present_key_values` in one and writes its own into the other (the graph gathers each row's
+  cache by `past_rows`, so beam reorders and rows that move cost no copy here);
+- a step binds slices of those buffers by address, uploads only the tokens and lengths, and brings back only
+  the searches' candidates (rows x top_k values and ids, into host buffers reused from step to step);
+- rows that join get their image's keys/values, and rows that move get their source's, through `row_copy.onnx`
+  (an Expand), device to device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import onnxruntime as ort
 
 from trocr_serving import graph_names as names
 from trocr_serving.decoder_signature import DecoderStep, StepCandidates
+from trocr_serving.execution import Execution
+from trocr_serving.onnx_runtime import create_session, input_dtype
 from trocr_serving.pipeline_config import DecoderShape
 from trocr_serving.row_scheduler import RowMove, StepPlan, StepUpdate
-
-# (the graph's inputs by name, the outputs wanted) -> those outputs by name
-GraphRun = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
 
 
 class DecoderRunner(Protocol):
     def execute(self, plan: StepPlan) -> StepCandidates:
-        """Load the plan's new rows, run one step of its rows; returns each row's top_k candidates and keeps the
-        step's keys/values until `commit`."""
+        """Load the plan's new rows, run one step of its rows; returns each row's top_k candidates (valid until
+        the next step) and keeps the step's cache until `commit`."""
 
     def commit(self, update: StepUpdate) -> None:
-        """Write the step's keys/values where the scheduler says, then apply its row moves."""
+        """Take the step's cache as the rows' caches, as the scheduler's writes say, then apply its row moves."""
 
     def move(self, moves: list[RowMove]) -> None:
         """Apply row moves of groups removed between steps."""
 
 
-class NumpyDecoderRunner:
-    """Pools in host memory, allocated once (np.zeros maps pages lazily: memory is used as rows are)."""
+class DeviceBuffer:
+    """A float buffer in device memory, allocated once; slices of it are bound to graphs by address."""
 
-    def __init__(self, shape: DecoderShape, max_rows: int, max_cache_len: int, run_graph: GraphRun):
-        self.run_graph = run_graph
-        self.vocab_size = shape.vocab_size
-        self.cross = np.zeros(shape.cross_shape(max_rows), dtype=np.float32)
-        self.past = np.zeros(shape.cache_shape(max_rows, max_cache_len), dtype=np.float32)
-        self._new_key_values: np.ndarray | None = None
+    def __init__(self, elements: int, dtype: type, execution: Execution):
+        self.execution = execution
+        self.dtype = dtype
+        self.elements = elements
+        self.value = ort.OrtValue.ortvalue_from_shape_and_type([elements], dtype, *execution.ort_device)
+        self.address = self.value.data_ptr()
+
+    def bind_input(self, binding: ort.IOBinding, name: str, shape: tuple[int, ...], offset: int = 0) -> None:
+        binding.bind_input(name, *self.execution.ort_device, self.dtype, list(shape), self._at(offset, shape))
+
+    def bind_output(self, binding: ort.IOBinding, name: str, shape: tuple[int, ...], offset: int = 0) -> None:
+        binding.bind_output(name, *self.execution.ort_device, self.dtype, list(shape), self._at(offset, shape))
+
+    def _at(self, offset: int, shape: tuple[int, ...]) -> int:
+        """The address of element `offset`, after checking that `shape` from there fits (a graph writes a bound
+        output wherever it is told: past the end would overwrite other memory)."""
+        if offset < 0 or offset + int(np.prod(shape)) > self.elements:
+            raise RuntimeError(f"{shape} at element {offset} does not fit a buffer of {self.elements} elements")
+        return self.address + offset * np.dtype(self.dtype).itemsize
+
+
+class HostOutputs:
+    """The step's candidates in host memory: buffers reused from step to step (grown when a step wants more)."""
+
+    def __init__(self, rows: int, top_k: int = 8):
+        self.capacity = 0
+        self._grow(rows * top_k)
+
+    def _grow(self, elements: int) -> None:
+        self.capacity = elements
+        self.log_probs = np.empty(elements, dtype=np.float32)
+        self.ids = np.empty(elements, dtype=np.int64)
+
+    def bind(self, binding: ort.IOBinding, rows: int, top_k: int) -> StepCandidates:
+        if rows * top_k > self.capacity:
+            self._grow(2 * rows * top_k)
+        shape = [rows, top_k]
+        binding.bind_output(names.TOP_LOG_PROBS, "cpu", 0, np.float32, shape, self.log_probs.ctypes.data)
+        binding.bind_output(names.TOP_IDS, "cpu", 0, np.int64, shape, self.ids.ctypes.data)
+        size = rows * top_k
+        return StepCandidates(self.log_probs[:size].reshape(rows, top_k), self.ids[:size].reshape(rows, top_k))
+
+
+class BoundDecoderRunner:
+    def __init__(
+        self,
+        shape: DecoderShape,
+        max_rows: int,
+        max_cache_len: int,
+        decoder: ort.InferenceSession,
+        row_copy: ort.InferenceSession,
+        execution: Execution,
+    ):
+        self.shape = shape
+        self.max_rows = max_rows
+        self.execution = execution
+        self.decoder = decoder
+        self.row_copy = row_copy
+        self.dtype = input_dtype(decoder, names.PAST_KEY_VALUES)  # float16 in the fp16 variant
+        # Each layer's cross-attention keys, then values, of every row: one part of max_rows rows after another.
+        self.cross_inputs = names.cross_inputs(shape.num_layers)
+        self.part_shape = shape.cross_shape(1)[3:]  # [heads, encoder_seq_len, head_dim]
+        self.row_elements = int(np.prod(self.part_shape))
+        self.part_elements = max_rows * self.row_elements
+        self.cross = DeviceBuffer(len(self.cross_inputs) * self.part_elements, self.dtype, execution)
+        cache_elements = int(np.prod(shape.cache_shape(max_rows, max_cache_len)))
+        self.caches = tuple(DeviceBuffer(cache_elements, self.dtype, execution) for _ in range(2))
+        # Before the first step: a cache of one row and no positions (every row starts at length 0).
+        empty = np.zeros(shape.cache_shape(1, 0), dtype=self.dtype)
+        self.no_cache = ort.OrtValue.ortvalue_from_numpy(empty, *execution.ort_device)
+        self.current = -1  # which of self.caches holds the rows' caches (-1: none yet)
+        self.current_shape = shape.cache_shape(1, 0)
+        self.next_shape = self.current_shape
+        self.past_rows = np.zeros(max_rows, dtype=np.int64)  # the row of the current cache each row continues
+        self.host = HostOutputs(max_rows)
+        self.binding = decoder.io_binding()
+
+    @classmethod
+    def open(
+        cls,
+        shape: DecoderShape,
+        max_cache_len: int,
+        folder: Path,
+        execution: Execution,
+        threads: int = 0,
+        max_rows: int = 64,
+        max_cache_bytes: int | None = None,
+    ) -> BoundDecoderRunner:
+        """The runner of a repository's decoder.onnx and row_copy.onnx (in `folder`), on `execution`'s device,
+        with `max_rows` rows, fewer if their buffers would take more than `max_cache_bytes`."""
+        decoder = create_session(folder / names.DECODER_ONNX, threads, spinning=False, execution=execution)
+        row_copy = create_session(folder / names.ROW_COPY_ONNX, 1, spinning=False, execution=execution)
+        if max_cache_bytes is not None:
+            itemsize = np.dtype(input_dtype(decoder, names.PAST_KEY_VALUES)).itemsize
+            max_rows = max(1, min(max_rows, max_cache_bytes // shape.row_bytes(max_cache_len, itemsize)))
+        return cls(shape, max_rows, max_cache_len, decoder, row_copy, execution)
 
     def execute(self, plan: StepPlan) -> StepCandidates:
         for load in plan.loads:
-            self.cross[load.rows] = load.cross_key_values
+            self._load(load.rows, load.cross_key_values)
         rows, longest = plan.rows, int(plan.lengths.max())
-        step = DecoderStep.of(
-            plan.last_tokens,
-            plan.lengths,
-            np.ascontiguousarray(self.past[:rows, :, :, :, :longest]),
-            self.cross[:rows],  # a view: the running rows are the first ones
-            min(plan.top_k, self.vocab_size),
-        )
-        out = self.run_graph(step.feed(), list(names.DECODER_SERVING_OUTPUTS))
-        self._new_key_values = out[names.NEW_KEY_VALUES]
-        return StepCandidates(out[names.TOP_LOG_PROBS], out[names.TOP_IDS])
+        step = DecoderStep.of(plan.last_tokens, plan.lengths, None, None, plan.top_k, self.past_rows[:rows])
+        binding = self.binding
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        for name, array in step.host_inputs().items():
+            binding.bind_cpu_input(name, array)
+        if self.current < 0:
+            binding.bind_ortvalue_input(names.PAST_KEY_VALUES, self.no_cache)
+        else:
+            self.caches[self.current].bind_input(binding, names.PAST_KEY_VALUES, self.current_shape)
+        for part, name in enumerate(self.cross_inputs):
+            self.cross.bind_input(binding, name, (rows, *self.part_shape), part * self.part_elements)
+        self.next_shape = self.shape.cache_shape(rows, longest + 1)
+        self.caches[self._next].bind_output(binding, names.PRESENT_KEY_VALUES, self.next_shape)
+        candidates = self.host.bind(binding, rows, min(plan.top_k, self.shape.vocab_size))
+        self.decoder.run_with_iobinding(binding)
+        return candidates
+
+    @property
+    def _next(self) -> int:
+        return 1 if self.current == 0 else 0
 
     def commit(self, update: StepUpdate) -> None:
-        new_key_values, self._new_key_values = self._new_key_values, None
-        for write in update.writes:
-            rows, position = write.rows, write.position
-            if write.reorders:  # beam search reordered its beams
-                self.past[rows, ..., :position, :] = self.past[rows[write.parents], ..., :position, :]
-            self.past[rows, ..., position, :] = new_key_values[rows[write.parents], ..., 0, :]
+        self.current, self.current_shape = self._next, self.next_shape
+        self.past_rows[: self.current_shape[0]] = np.arange(self.current_shape[0])
+        for write in update.writes:  # beam search: a row continues its parent's cache
+            self.past_rows[write.rows] = write.rows[write.parents]
         self.move(update.moves)
 
     def move(self, moves: list[RowMove]) -> None:
         for move in moves:
-            self.cross[move.target] = self.cross[move.source]
-            self.past[move.target, ..., : move.length, :] = self.past[move.source, ..., : move.length, :]
+            self.past_rows[move.target] = self.past_rows[move.source]
+            self._copy_cross(move.source, move.target)
+
+    def _load(self, rows: list[int], cross_key_values: np.ndarray) -> None:
+        """A joining group's rows (consecutive): its image's keys/values in each; its cache is empty (length 0),
+        so the row of the current cache it points to does not matter."""
+        self.past_rows[rows] = 0
+        parts = cross_key_values.astype(self.dtype, copy=False).reshape(len(self.cross_inputs), 1, *self.part_shape)
+        for part, source in enumerate(parts):
+            binding = self.row_copy.io_binding()
+            binding.bind_cpu_input(names.ROW_COPY_SOURCE, source)
+            self._run_copy(binding, part, rows[0], len(rows))
+
+    def _copy_cross(self, source: int, target: int) -> None:
+        for part in range(len(self.cross_inputs)):
+            binding = self.row_copy.io_binding()
+            offset = part * self.part_elements + source * self.row_elements
+            self.cross.bind_input(binding, names.ROW_COPY_SOURCE, (1, *self.part_shape), offset)
+            self._run_copy(binding, part, target, 1)
+
+    def _run_copy(self, binding: ort.IOBinding, part: int, first_row: int, rows: int) -> None:
+        shape = (rows, *self.part_shape)
+        binding.bind_cpu_input(names.ROW_COPY_SHAPE, np.array(shape, dtype=np.int64))
+        offset = part * self.part_elements + first_row * self.row_elements
+        self.cross.bind_output(binding, names.ROW_COPY_TARGET, shape, offset)
+        self.row_copy.run_with_iobinding(binding)

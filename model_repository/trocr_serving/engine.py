@@ -19,10 +19,9 @@ import numpy as np
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.decode_loop import DecodeLoop, Ticket
-from trocr_serving.decoder_runner import NumpyDecoderRunner
+from trocr_serving.decoder_runner import BoundDecoderRunner
 from trocr_serving.encode_feeder import EncodeFeeder
 from trocr_serving.execution import CPU, Execution
-from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.row_scheduler import RowScheduler
 from trocr_serving.search import SearchResult
@@ -34,7 +33,7 @@ EncodeBatch = Callable[[np.ndarray], Awaitable[np.ndarray]]  # pixel values -> c
 
 @dataclass(frozen=True)
 class EngineOptions:
-    decoder_onnx: str  # relative to the model repository
+    decoder_onnx: str  # relative to the model repository (row_copy.onnx beside it)
     encoder_max_batch_size: int
     max_active_sequences: int  # decoder rows, before the cache budget
     max_queued_sequences: int  # rows that may wait beyond the free ones
@@ -72,9 +71,16 @@ class Engine:
     ):
         self.pipeline = pipeline
         max_cache_len = pipeline.max_new_tokens_limit + 1
-        row_bytes = pipeline.decoder.row_bytes(max_cache_len)
-        max_rows = max(1, min(options.max_active_sequences, options.max_cache_bytes // row_bytes))
-        graph = GraphRunner(repository / options.decoder_onnx, options.intra_op_threads, False, execution)
+        runner = BoundDecoderRunner.open(
+            pipeline.decoder,
+            max_cache_len,
+            (repository / options.decoder_onnx).parent,
+            execution,
+            options.intra_op_threads,
+            max_rows=options.max_active_sequences,
+            max_cache_bytes=options.max_cache_bytes,
+        )
+        max_rows = runner.max_rows
         scheduler = RowScheduler(
             max_rows=max_rows,
             max_cache_len=max_cache_len,
@@ -82,13 +88,10 @@ class Engine:
             start_token=pipeline.generation.decoder_start_token_id,
             max_request_rows=options.max_request_rows,
         )
-        runner = NumpyDecoderRunner(pipeline.decoder, max_rows, max_cache_len, graph.run)
         self.loop = DecodeLoop(scheduler, runner, metrics)
         self.encoder = EncodeFeeder(encode_batch, options.encoder_max_batch_size)
         self.limits = sp.RequestLimits(max_rows=max_rows, max_row_tokens=options.max_request_row_tokens)
-        LOGGER.info(
-            "engine: %d rows x %.1f MB of cache, queue bound %d", max_rows, row_bytes / 2**20, scheduler.max_queued
-        )
+        LOGGER.info("engine: %d decoder rows on %s, queue bound %d", max_rows, execution.device, scheduler.max_queued)
 
     def close(self) -> None:
         self.loop.close()

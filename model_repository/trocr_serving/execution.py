@@ -44,6 +44,11 @@ class Execution:
             return cls("cuda", int(args.get("model_instance_device_id", 0)))
         return cls("cpu")
 
+    @property
+    def ort_device(self) -> tuple[str, int]:
+        """ONNX Runtime's name and id of the device (OrtValue and I/O binding arguments)."""
+        return (self.device, self.device_id if self.device == "cuda" else 0)
+
     def providers(self) -> list:
         if self.device == "cpu":
             return ["CPUExecutionProvider"]

@@ -1,22 +1,26 @@
 """A plain greedy loop over the exported graphs, for one batch of images that starts together.
 
 The server uses continuous batching (trocr_serving.row_scheduler) instead; this loop is the in-process baseline
-the benchmarks compare the server with, and a simple way to run the graphs without Triton. `step` is any
-callable that runs decoder.onnx. Finished rows leave the batch at once; the others keep going.
+the benchmarks compare the server with, the build's check of a precision variant, and a simple way to run the
+graphs without Triton (`LocalGraphs`). `step` is any callable that runs decoder.onnx. Finished rows leave the
+batch at once; the others keep going.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_signature import DecoderStep
+from trocr_serving.decoder_signature import DecoderStep, split_cross
+from trocr_serving.execution import CPU, Execution
+from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
 
-# (decoder inputs by name) -> (log_probs [batch, vocab], new_key_values [batch, layers, 2, heads, 1, head_dim])
+# (decoder inputs by name) -> (log_probs [batch, vocab], present_key_values [batch, layers, 2, heads, len, head_dim])
 DecoderCall = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
@@ -46,14 +50,16 @@ def greedy_decode(
     shape = config.decoder
     hypotheses = [Hypothesis() for _ in range(batch)]
     rows = np.arange(batch)  # original row of each active sequence
-    cross = cross_key_values
+    cross = split_cross(cross_key_values)
     past = np.zeros(shape.cache_shape(batch, 0), dtype=np.float32)
+    past_rows = np.arange(batch)  # the row of `past` each active sequence continues
     last_tokens = np.full(batch, config.generation.decoder_start_token_id, dtype=np.int64)
     limits = np.asarray(max_new_tokens, dtype=np.int64)
     position = 0
     while rows.size:
         active = rows.size
-        log_probs, new_key_values = step(DecoderStep.of(last_tokens, np.full(active, position), past, cross).feed())
+        inputs = DecoderStep.of(last_tokens, np.full(active, position), past, cross, past_rows=past_rows).feed()
+        log_probs, past = step(inputs)
         next_tokens = log_probs.argmax(axis=-1)
         chosen = log_probs[np.arange(active), next_tokens]
         for row, token, log_prob in zip(rows, next_tokens, chosen):
@@ -61,9 +67,30 @@ def greedy_decode(
             hypotheses[row].token_log_probs.append(float(log_prob))
         position += 1
         keep = (ignore_eos | (next_tokens != config.generation.eos_token_id)) & (position < limits[rows])
-        past = np.concatenate([past, new_key_values], axis=names.CACHE_SEQ_AXIS)
+        past_rows = np.flatnonzero(keep)  # the graph gathers the kept rows' caches itself
         if not keep.all():
-            past, cross, rows = past[keep], cross[keep], rows[keep]
+            cross, rows = tuple(part[keep] for part in cross), rows[keep]
             next_tokens = next_tokens[keep]
         last_tokens = next_tokens.astype(np.int64)
     return hypotheses
+
+
+def graph_paths(repository: Path) -> tuple[Path, Path]:
+    """encoder.onnx and decoder.onnx of a built repository."""
+    return repository / "encoder" / "1" / names.ENCODER_ONNX, repository / "scheduler" / "1" / names.DECODER_ONNX
+
+
+class LocalGraphs:
+    """A repository's encoder and decoder graphs in this process, with ONNX Runtime."""
+
+    def __init__(self, encoder: Path, decoder: Path, intra_op_threads: int = 0, execution: Execution = CPU):
+        self.encoder = GraphRunner(encoder, intra_op_threads, execution=execution)
+        self.decoder = GraphRunner(decoder, intra_op_threads, execution=execution)
+
+    def cross_key_values(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.encoder.run({names.PIXEL_VALUES: pixel_values}, [names.CROSS_KEY_VALUES])[names.CROSS_KEY_VALUES]
+
+    def step(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """A DecoderCall: (log_probs, present_key_values)."""
+        out = self.decoder.run(inputs, [names.LOG_PROBS, names.PRESENT_KEY_VALUES])
+        return out[names.LOG_PROBS], out[names.PRESENT_KEY_VALUES]

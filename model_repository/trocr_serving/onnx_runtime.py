@@ -28,14 +28,30 @@ def create_session(
     return ort.InferenceSession(str(path), sess_options=options, providers=execution.providers())
 
 
+# ONNX Runtime's type names of the float tensors the graphs take (an fp16 variant takes float16 caches).
+FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def input_dtype(session: ort.InferenceSession, name: str) -> type:
+    """The numpy type of a float input of `session`."""
+    node = next(node for node in session.get_inputs() if node.name == name)
+    return FLOAT_TYPES[node.type]
+
+
 class GraphRunner:
-    """Runs one exported graph on named numpy inputs and returns its named outputs."""
+    """Runs one exported graph on named numpy inputs and returns its named outputs. Float inputs are cast to the
+    float type the graph takes (the precision variants differ there)."""
 
     def __init__(self, path: Path, intra_op_threads: int = 0, spinning: bool = True, execution: Execution = CPU):
         self.session = create_session(path, intra_op_threads, spinning, execution)
-        self.input_names = [node.name for node in self.session.get_inputs()]
+        inputs = self.session.get_inputs()
+        self.input_names = [node.name for node in inputs]
         self.output_names = [node.name for node in self.session.get_outputs()]
+        self.float_inputs = {node.name: FLOAT_TYPES[node.type] for node in inputs if node.type in FLOAT_TYPES}
 
     def run(self, inputs: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         names = output_names or self.output_names
-        return dict(zip(names, self.session.run(names, {name: inputs[name] for name in self.input_names})))
+        feed = {name: inputs[name] for name in self.input_names}
+        for name, dtype in self.float_inputs.items():
+            feed[name] = feed[name].astype(dtype, copy=False)
+        return dict(zip(names, self.session.run(names, feed)))

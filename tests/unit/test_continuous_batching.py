@@ -1,17 +1,17 @@
-"""Continuous batching in-process (the row scheduler and the numpy decoder runner, ONNX Runtime on the exported
-random:tiny graphs) against HF generate(), and the row scheduler's plans on their own."""
+"""Continuous batching in-process (the row scheduler and the I/O-binding decoder runner, ONNX Runtime's CPU
+provider on the exported random:tiny graphs) against HF generate(), and the row scheduler's plans on their own."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tests.images import sample_paths, text_line
 from tests.reference import pixel_values_of, reference_generate
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_runner import NumpyDecoderRunner
+from trocr_serving.decoder_runner import BoundDecoderRunner
+from trocr_serving.execution import CPU
 from trocr_serving.onnx_runtime import GraphRunner
-from trocr_serving.pipeline_config import DecoderShape, PipelineConfig
+from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import QueueFullError
 from trocr_serving.row_scheduler import RowMove, RowScheduler, SequenceGroup
 from trocr_serving.search import SearchParams, new_search
@@ -27,7 +27,6 @@ class Harness:
         self.built = built
         self.config = PipelineConfig.load(built.repository / "trocr" / "1")
         self.encoder = GraphRunner(built.repository / "encoder" / "1" / names.ENCODER_ONNX)
-        self.decoder = GraphRunner(built.repository / "scheduler" / "1" / names.DECODER_ONNX)
         max_cache_len = self.config.max_new_tokens_limit + 1
         self.scheduler = RowScheduler(
             max_rows=max_rows,
@@ -35,7 +34,8 @@ class Harness:
             max_queued=max_queued,
             start_token=self.config.generation.decoder_start_token_id,
         )
-        self.runner = NumpyDecoderRunner(self.config.decoder, max_rows, max_cache_len, self.decoder.run)
+        folder = built.repository / "scheduler" / "1"
+        self.runner = BoundDecoderRunner.open(self.config.decoder, max_cache_len, folder, CPU, max_rows=max_rows)
         self.batch_sizes: list[int] = []
 
     def groups(self, data: list[bytes], max_new_tokens: int, num_beams: int = 1, **params) -> list[SequenceGroup]:
@@ -198,28 +198,23 @@ def test_a_request_holds_at_most_its_share_of_rows_while_others_wait():
     assert plan.rows == 3 and big_groups[2] in scheduler.waiting  # big's third image waits for small's
 
 
-def test_a_step_brings_back_rows_x_top_k_candidates_not_the_vocabulary():
-    """The runner asks the graph for the top-k outputs and the cache entries only (on a GPU, what crosses to the
-    host per step), with k = 2 x the widest beam of the step."""
-    shape = DecoderShape(num_layers=1, num_heads=1, head_dim=2, vocab_size=50, encoder_seq_len=3, max_positions=20)
-    asked = []
-
-    def graph(feed, output_names):
-        asked.append(output_names)
-        rows, top_k = len(feed[names.INPUT_IDS]), int(feed[names.TOP_K][0])
-        return {
-            names.TOP_LOG_PROBS: np.zeros((rows, top_k), dtype=np.float32),
-            names.TOP_IDS: np.tile(np.arange(top_k), (rows, 1)),
-            names.NEW_KEY_VALUES: np.zeros((rows, 1, 2, 1, 1, 2), dtype=np.float32),
-        }
-
-    scheduler = RowScheduler(max_rows=4, max_cache_len=8, max_queued=4, start_token=2)
-    runner = NumpyDecoderRunner(shape, 4, 8, graph)
-    cross = np.zeros((1, 2, 1, 3, 2), dtype=np.float32)
-    scheduler.submit([group(), group(width=3)])
-    for waiting in scheduler.waiting:
-        waiting.cross_key_values = cross
-    plan = scheduler.schedule()
-    candidates = runner.execute(plan)
-    assert plan.top_k == 6 and candidates.ids.shape == candidates.log_probs.shape == (4, 6)
-    assert asked == [list(names.DECODER_SERVING_OUTPUTS)] and names.LOG_PROBS not in asked[0]
+def test_a_step_brings_back_rows_x_top_k_candidates_and_the_cache_stays_in_the_runner_buffers(built_tiny):
+    """What a step binds on the host (on a GPU, what crosses to it): the tokens and lengths in, rows x k
+    candidates out with k = 2 x the widest beam of the step; the caches are bound in the buffers allocated at
+    start, and the full log_probs are not fetched."""
+    harness = Harness(built_tiny, max_rows=4)
+    data = images(2)
+    harness.scheduler.submit(harness.groups(data[:1], 5) + harness.groups(data[1:], 5, num_beams=3))
+    runner = harness.runner
+    for step in range(2):
+        plan = harness.scheduler.schedule()
+        candidates = runner.execute(plan)
+        assert plan.top_k == 6 and candidates.ids.shape == candidates.log_probs.shape == (4, 6)
+        outputs = {value.data_ptr(): value for value in runner.binding.get_outputs()}
+        present = [outputs[cache.address] for cache in runner.caches if cache.address in outputs]
+        assert len(outputs) == 3 and len(present) == 1  # log_probs is not an output of the step
+        assert present[0].shape() == list(harness.config.decoder.cache_shape(4, step + 1))
+        assert present[0].device_name() == "cpu"
+        assert outputs[candidates.ids.ctypes.data].shape() == [4, 6]
+        assert outputs[candidates.log_probs.ctypes.data].shape() == [4, 6]
+        harness.runner.commit(harness.scheduler.update_from_output(candidates))

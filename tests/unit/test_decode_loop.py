@@ -9,37 +9,37 @@ import time
 import numpy as np
 import pytest
 
-from trocr_serving import graph_names as names
 from trocr_serving.decode_loop import DecodeLoop, Ticket
-from trocr_serving.decoder_runner import NumpyDecoderRunner
-from trocr_serving.pipeline_config import DecoderShape
+from trocr_serving.decoder_signature import StepCandidates
 from trocr_serving.refusals import DeadlineExceededError, QueueFullError, RequestCancelledError
 from trocr_serving.row_scheduler import RowScheduler
 from trocr_serving.search import SearchParams
 
-SHAPE = DecoderShape(num_layers=1, num_heads=1, head_dim=2, vocab_size=5, encoder_seq_len=3, max_positions=200)
 EOS = 2
 
 
-def slow_decoder(step_s: float):
-    """Never emits end-of-sequence (token 4 always wins); each step takes step_s."""
+class SlowRunner:
+    """A decoder runner that never emits end-of-sequence (token 4 always wins); each step takes step_s."""
 
-    def run(feed, output_names):
-        time.sleep(step_s)
-        rows, top_k = len(feed[names.INPUT_IDS]), int(feed[names.TOP_K][0])
-        ranking = np.array([4, 0, 1, 2, 3])[:top_k]  # token 4 first, then the others by id
-        return {
-            names.TOP_LOG_PROBS: np.tile(np.array([-0.1, -5, -5, -5, -5], dtype=np.float32)[:top_k], (rows, 1)),
-            names.TOP_IDS: np.tile(ranking, (rows, 1)),
-            names.NEW_KEY_VALUES: np.zeros((rows, 1, 2, 1, 1, 2), dtype=np.float32),
-        }
+    def __init__(self, step_s: float):
+        self.step_s = step_s
 
-    return run
+    def execute(self, plan):
+        time.sleep(self.step_s)
+        ranking = np.array([4, 0, 1, 2, 3])[: plan.top_k]  # token 4 first, then the others by id
+        log_probs = np.array([-0.1, -5, -5, -5, -5], dtype=np.float32)[: plan.top_k]
+        return StepCandidates(np.tile(log_probs, (plan.rows, 1)), np.tile(ranking, (plan.rows, 1)))
+
+    def commit(self, update):
+        pass
+
+    def move(self, moves):
+        pass
 
 
 def make_loop(step_s=0.002, max_rows=4, max_queued=8) -> DecodeLoop:
     scheduler = RowScheduler(max_rows, max_cache_len=200, max_queued=max_queued, start_token=EOS)
-    return DecodeLoop(scheduler, NumpyDecoderRunner(SHAPE, max_rows, 200, slow_decoder(step_s)))
+    return DecodeLoop(scheduler, SlowRunner(step_s))
 
 
 def params(tokens: int) -> SearchParams:

@@ -26,13 +26,16 @@ class ScriptedStep:
 
     def __call__(self, inputs):
         self.calls.append(inputs)
-        rows = inputs[names.CROSS_KEY_VALUES][:, 0, 0, 0, 0, 0].astype(int)
+        rows = inputs[names.cross_inputs(1)[0]][:, 0, 0, 0].astype(int)
         position = int(inputs[names.POSITION_IDS][0, 0])
         log_probs = np.full((len(rows), VOCAB), -10.0, dtype=np.float32)
         for i, row in enumerate(rows):
             log_probs[i, self.scripts[row][position]] = -0.5
-        new_kv = np.full((len(rows), 1, 2, 1, 1, 2), position, dtype=np.float32)
-        return log_probs, new_kv
+        # like decoder.onnx: each row continues its past row, this step's keys/values (its cross row's value and
+        # the position) at its position
+        past = inputs[names.PAST_KEY_VALUES][inputs[names.PAST_ROWS]][..., :position, :]
+        new = np.full((len(rows), 1, 2, 1, 1, 2), position, dtype=np.float32) + rows[:, None, None, None, None, None]
+        return log_probs, np.concatenate([past, new], axis=names.CACHE_SEQ_AXIS)
 
 
 def cross_for(rows: int) -> np.ndarray:
@@ -59,3 +62,13 @@ def test_inputs_of_each_step():
     assert third[names.PAST_KEY_VALUES].shape[names.CACHE_SEQ_AXIS] == 2
     # the cache carries what each step returned, in order
     assert third[names.PAST_KEY_VALUES][0, 0, 0, 0, :, 0].tolist() == [0.0, 1.0]
+
+
+def test_rows_that_go_on_continue_their_own_caches_after_a_row_leaves():
+    step = ScriptedStep([[EOS], [5, 6, EOS], [4, EOS]])
+    greedy_decode(cross_for(3), np.array([5, 5, 5]), CONFIG, step)
+    second, third = step.calls[1:]
+    assert second[names.PAST_ROWS].tolist() == [1, 2]  # row 0 left: rows 1 and 2 of the first step's cache
+    assert third[names.PAST_ROWS].tolist() == [0]  # row 2 left: row 1 is now the first row
+    cache = third[names.PAST_KEY_VALUES][third[names.PAST_ROWS]]
+    assert cache[0, 0, 0, 0, :, 0].tolist() == [1.0, 2.0]  # image 1's entries: positions 0 and 1, plus 1
