@@ -16,6 +16,7 @@ class Built:
     repository: Path
     model: VisionEncoderDecoderModel
     processor: object
+    info: dict  # build_info.json
 
 
 def _build(model_name: str, tmp_path_factory) -> Built:
@@ -23,7 +24,7 @@ def _build(model_name: str, tmp_path_factory) -> Built:
     repository = tmp_path_factory.mktemp(model_name.replace(":", "-"))
     info = build_repository(model_name, repository, cache_dir=cache)
     model = VisionEncoderDecoderModel.from_pretrained(info["source"]).eval()
-    return Built(repository, model, AutoProcessor.from_pretrained(info["source"], use_fast=False))
+    return Built(repository, model, AutoProcessor.from_pretrained(info["source"], use_fast=False), info)
 
 
 @pytest.fixture(scope="session")

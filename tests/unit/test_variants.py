@@ -1,0 +1,84 @@
+"""Precision variants: the fp16 build (for CUDA, built and checked on this CPU machine), its graphs' types, its
+check against fp32 and that the check fails past its bounds, and its graphs in the server's decoder runner."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.conftest import Built
+from tests.reference import reference_generate
+from tests.unit.test_continuous_batching import Harness, images
+from trocr_build.repository import ServingOptions, build_repository
+from trocr_build.variants import PRECISIONS, VariantValidationError, convert_and_validate
+from trocr_serving import graph_names as names
+from trocr_serving.pipeline_config import PipelineConfig
+from trocr_serving.preprocessing import decode_image, preprocess
+
+FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+
+@pytest.fixture(scope="module")
+def built_fp16(built_tiny, tmp_path_factory) -> Built:
+    repository = tmp_path_factory.mktemp("fp16")
+    options = ServingOptions(device="cuda", precision="fp16")
+    info = build_repository(
+        "random:tiny", repository, cache_dir=tmp_path_factory.getbasetemp() / "models", options=options
+    )
+    return Built(repository, built_tiny.model, built_tiny.processor, info)
+
+
+def io_types(path) -> dict[str, int]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {value.name: value.type.tensor_type.elem_type for value in [*graph.input, *graph.output]}
+
+
+def test_the_fp16_build_is_checked_against_fp32_on_the_samples(built_fp16):
+    variant = built_fp16.info["variant"]
+    assert variant["precision"] == "fp16" and variant["validated_on"] == "cpu" and variant["images"] == 6
+    assert 0 < variant["max_log_prob_error"] <= PRECISIONS["fp16"].max_log_prob_error
+    assert variant["token_agreement"] >= PRECISIONS["fp16"].min_token_agreement and variant["tokens"] > 0
+
+
+def test_fp16_graphs_keep_float32_where_the_serving_code_reads_them(built_fp16):
+    encoder = io_types(built_fp16.repository / "encoder" / "1" / names.ENCODER_ONNX)
+    assert encoder == {names.PIXEL_VALUES: FLOAT, names.CROSS_KEY_VALUES: FLOAT}  # the Triton config's types
+    folder = built_fp16.repository / "scheduler" / "1"
+    decoder = io_types(folder / names.DECODER_ONNX)
+    assert decoder[names.TOP_LOG_PROBS] == decoder[names.LOG_PROBS] == FLOAT
+    halves = [names.PAST_KEY_VALUES, names.PRESENT_KEY_VALUES, *names.cross_inputs(2)]
+    assert [decoder[name] for name in halves] == [FLOAT16] * len(halves)
+    assert io_types(folder / names.ROW_COPY_ONNX)[names.ROW_COPY_TARGET] == FLOAT16
+
+
+def test_the_fp16_graphs_decode_in_the_runner_like_generate(built_fp16):
+    harness = Harness(built_fp16)
+    assert harness.runner.dtype == np.float16 and harness.runner.caches[0].dtype == np.float16
+    data = images(6)
+    groups = harness.groups(data, 12)
+    harness.scheduler.submit(groups)
+    harness.run()
+    references = reference_generate(built_fp16.model, built_fp16.processor, data, 12)
+    pairs = [(g.search.result().token_ids, r.token_ids) for g, r in zip(groups, references)]
+    agreement = sum(a == b for got, want in pairs for a, b in zip(got, want)) / sum(len(want) for _, want in pairs)
+    assert agreement >= PRECISIONS["fp16"].min_token_agreement
+
+
+def test_a_variant_past_its_bounds_fails_the_build(built_tiny, tmp_path):
+    folder = built_tiny.repository
+    encoder, decoder = tmp_path / names.ENCODER_ONNX, tmp_path / names.DECODER_ONNX
+    encoder.write_bytes((folder / "encoder" / "1" / names.ENCODER_ONNX).read_bytes())
+    decoder.write_bytes((folder / "scheduler" / "1" / names.DECODER_ONNX).read_bytes())
+    config = PipelineConfig.load(folder / "trocr" / "1")
+    pixel_values = preprocess([decode_image(image) for image in images(2)], config.image)
+    strict = dataclasses.replace(PRECISIONS["fp16"], max_log_prob_error=1e-6)
+    with pytest.raises(VariantValidationError, match="the fp16 graphs do not agree with fp32"):
+        convert_and_validate(strict, encoder, decoder, config, pixel_values, "cuda")
+
+
+def test_fp16_is_refused_for_the_cpu_with_the_reason():
+    with pytest.raises(ValueError, match="--precision fp16 is for --device cuda, not cpu"):
+        ServingOptions(device="cpu", precision="fp16")
