@@ -103,25 +103,36 @@ def in_process_ceiling(graphs: RepositoryGraphs, images: list[bytes], tokens: in
     return 1.0 / per_image_s, per_image_s, encoder_s, best_s / tokens
 
 
-def transformers_generate(model_dir: str, images: list[bytes], tokens: int, batch: int, calls: int):
+def transformers_generate(
+    model_dir: str, images: list[bytes], tokens: int, batch: int, calls: int, device: str = "cpu", dtype: str = "fp32"
+):
+    """Hugging Face generate() on `device` ("cpu" or "cuda"), weights and inputs in `dtype` ("fp32" or "fp16")."""
     import torch
     from PIL import Image
     from transformers import AutoProcessor, VisionEncoderDecoderModel
 
-    model = VisionEncoderDecoderModel.from_pretrained(model_dir).eval()
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
+    model = VisionEncoderDecoderModel.from_pretrained(model_dir).eval().to(device=device, dtype=torch_dtype)
     processor = AutoProcessor.from_pretrained(model_dir, use_fast=False)
 
     def run(index: int) -> None:
         chosen = [images[(index * batch + j) % len(images)] for j in range(batch)]
         pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in chosen]
         with torch.inference_mode():
-            pixel_values = processor(images=pil, return_tensors="pt").pixel_values
-            model.generate(pixel_values, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1, do_sample=False)
+            pixel_values = processor(images=pil, return_tensors="pt").pixel_values.to(device=device, dtype=torch_dtype)
+            out = model.generate(
+                pixel_values, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1, do_sample=False
+            )
+            out.tolist()  # waits for the device
 
-    return _timed(f"transformers generate() (PyTorch {torch.__version__.split('+')[0]})", batch, run, calls)
+    version = torch.__version__.split("+")[0]
+    where = "" if device == "cpu" else f", {device} {dtype}"
+    return _timed(f"transformers generate() (PyTorch {version}{where})", batch, run, calls)
 
 
-def optimum_generate(model_dir: str, cache_dir: Path, images: list[bytes], tokens: int, batch: int, calls: int):
+def optimum_generate(
+    model_dir: str, cache_dir: Path, images: list[bytes], tokens: int, batch: int, calls: int, device: str = "cpu"
+):
     """optimum's ORTModelForVision2Seq (its own export: encoder + merged decoder with past) on ONNX Runtime."""
     from optimum.onnxruntime import ORTModelForVision2Seq
     from PIL import Image
@@ -130,7 +141,8 @@ def optimum_generate(model_dir: str, cache_dir: Path, images: list[bytes], token
     exported = cache_dir / f"optimum-{Path(model_dir).name}"
     if not (exported / "config.json").exists():
         ORTModelForVision2Seq.from_pretrained(model_dir, export=True).save_pretrained(exported)
-    model = ORTModelForVision2Seq.from_pretrained(exported)
+    provider = "CPUExecutionProvider" if device == "cpu" else "CUDAExecutionProvider"
+    model = ORTModelForVision2Seq.from_pretrained(exported, provider=provider)
     processor = AutoProcessor.from_pretrained(model_dir, use_fast=False)
 
     def run(index: int) -> None:

@@ -20,13 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from trocr_build.random_model import default_cache_dir
-from trocr_build.repository import SOURCE_REPOSITORY, ensure_repository
+from trocr_build.repository import SOURCE_REPOSITORY, ServingOptions, ensure_repository
+from trocr_build.variants import PRECISIONS
 from trocr_client.logs import configure_logging
 from trocr_loadtest import baselines
 from trocr_loadtest.images import image_set
 from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.server_metrics import ServerFigures, scrape
 from trocr_loadtest.stats import summarize
+from trocr_serving.execution import DEVICES, Execution
 from trocr_serving.launcher import TritonServer
 
 LOGGER = logging.getLogger(__name__)
@@ -48,11 +50,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="random:small")
     p.add_argument("--repository", type=Path, default=SOURCE_REPOSITORY)
     p.add_argument("--tokens", type=int, default=16, help="generated tokens per image (fixed)")
-    p.add_argument("--concurrency", default="1,4,16,32", help="comma-separated client concurrencies")
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="cuda: the repository built for CUDA, the in-process baselines on the GPU (default: %(default)s)",
+    )
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="of the served graphs")
+    p.add_argument(
+        "--concurrency",
+        default=None,
+        help="comma-separated client concurrencies (default: 1,4,16,32; cuda: 1,16,64,256)",
+    )
+    p.add_argument(
+        "--max-active-sequences",
+        type=int,
+        default=None,
+        help="decoder rows of the server (default: the build's, 64; cuda: 256)",
+    )
+    p.add_argument(
+        "--trocr-instances", type=int, default=None, help="requests the server serves at once (default: 16; cuda: 256)"
+    )
     p.add_argument("--duration-s", type=float, default=30.0, help="measured time per concurrency")
     p.add_argument("--warmup-s", type=float, default=5.0)
     p.add_argument("--calls", type=int, default=16, help="timed calls per in-process baseline")
     p.add_argument("--hf-batches", default="1,8", help="batch sizes for transformers generate() ('' to skip)")
+    p.add_argument(
+        "--hf-dtypes", default=None, help="comma-separated fp32/fp16 for generate() (default: fp32; cuda: fp32,fp16)"
+    )
     p.add_argument("--optimum-batches", default="1,8", help="batch sizes for optimum ('' to skip)")
     p.add_argument("--ceiling-batch", type=int, default=16)
     p.add_argument("--images", default="samples+generated", help="samples, generated, samples+generated or a folder")
@@ -66,17 +91,22 @@ def _row(result: baselines.BaselineResult) -> Row:
 
 def measure_in_process(args, info: dict, images: list[bytes]) -> tuple[list[Row], dict]:
     rows = []
-    for batch in [int(b) for b in args.hf_batches.split(",") if b]:
-        LOGGER.info("transformers generate() at batch %d", batch)
-        calls = max(2, args.calls // batch)
-        rows.append(_row(baselines.transformers_generate(info["source"], images, args.tokens, batch, calls)))
+    for dtype in args.hf_dtypes.split(","):
+        for batch in [int(b) for b in args.hf_batches.split(",") if b]:
+            LOGGER.info("transformers generate() at batch %d (%s, %s)", batch, args.device, dtype)
+            calls = max(2, args.calls // batch)
+            result = baselines.transformers_generate(
+                info["source"], images, args.tokens, batch, calls, args.device, dtype
+            )
+            rows.append(_row(result))
     for batch in [int(b) for b in args.optimum_batches.split(",") if b]:
         LOGGER.info("optimum ORTModelForVision2Seq at batch %d", batch)
         calls = max(2, args.calls // batch)
-        rows.append(
-            _row(baselines.optimum_generate(info["source"], default_cache_dir(), images, args.tokens, batch, calls))
+        result = baselines.optimum_generate(
+            info["source"], default_cache_dir(), images, args.tokens, batch, calls, args.device
         )
-    graphs = baselines.RepositoryGraphs(args.repository)
+        rows.append(_row(result))
+    graphs = baselines.RepositoryGraphs(args.repository, execution=Execution(args.device))
     LOGGER.info("in-process ONNX Runtime loop")
     rows.append(_row(baselines.onnxruntime_loop(graphs, images, args.tokens, args.calls)))
     rows.append(_row(baselines.encoder_only(graphs, images, args.calls)))
@@ -128,6 +158,15 @@ def measure_server(args, images: list[bytes]) -> list[Row]:
     return rows
 
 
+def gpu_name() -> str:
+    """The GPU's name as the driver reports it (/proc, no NVIDIA tools needed)."""
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        for line in info.read_text().splitlines():
+            if line.startswith("Model:"):
+                return line.split(":", 1)[1].strip()
+    return "unknown GPU"
+
+
 def render(rows: list[Row]) -> str:
     reference = next(
         (r.images_per_s for r in rows if r.system.startswith("transformers") and r.setting == "batch 1"), float("nan")
@@ -174,17 +213,47 @@ def goals(rows: list[Row], ceiling_batch: int) -> list[str]:
     return out
 
 
+# What a GPU run needs that the CPU defaults do not give: many requests and rows in flight at once.
+GPU_DEFAULTS = {
+    "concurrency": "1,16,64,256",
+    "max_active_sequences": 256,
+    "trocr_instances": 256,
+    "hf_dtypes": "fp32,fp16",
+}
+CPU_DEFAULTS = {
+    "concurrency": "1,4,16,32",
+    "max_active_sequences": ServingOptions.max_active_sequences,
+    "trocr_instances": ServingOptions.trocr_instances,
+    "hf_dtypes": "fp32",
+}
+
+
+def serving_options(args) -> ServingOptions:
+    """The repository's options for this run (the device's defaults where the command line says nothing)."""
+    defaults = GPU_DEFAULTS if args.device == "cuda" else CPU_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return ServingOptions(
+        device=args.device,
+        precision=args.precision,
+        max_active_sequences=args.max_active_sequences,
+        trocr_instances=args.trocr_instances,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging()
-    info = ensure_repository(args.model, args.repository)
+    info = ensure_repository(args.model, args.repository, options=serving_options(args))
     images = image_set(args.images)
     started = time.monotonic()
     rows, detail = measure_in_process(args, info, images)
     rows += measure_server(args, images)
     table = render(rows)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
-    print(f"\n{args.model}, {args.tokens} tokens per image (fixed), {len(images)} images; {machine}\n")
+    device = f"{args.device} {args.precision}" + (f" ({gpu_name()})" if args.device == "cuda" else "")
+    print(f"\n{args.model}, {args.tokens} tokens per image (fixed), {len(images)} images; {device}; {machine}\n")
     print(table)
     for r in rows:
         if r.server:
@@ -205,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "model": args.model,
+                "device": args.device,
+                "precision": args.precision,
                 "tokens": args.tokens,
                 "machine": machine,
                 "rows": [asdict(r) for r in rows],
