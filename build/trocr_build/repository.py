@@ -47,7 +47,7 @@ LOGGER = logging.getLogger(__name__)
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 7
+REPOSITORY_FORMAT = 8
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,8 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
             Tensor(protocol.OUTPUT_TEXT, "BYTES", (1,), reshape=scalar),
             Tensor(protocol.OUTPUT_SCORE, "FP32", (1,), reshape=scalar),
             Tensor(protocol.OUTPUT_TOKEN_IDS, "INT32", (-1,)),
+            Tensor(protocol.OUTPUT_ERROR_CODE, "INT32", (1,), reshape=scalar),
+            Tensor(protocol.OUTPUT_ERROR, "BYTES", (1,), reshape=scalar),
         ),
         instance_count=options.trocr_instances,
         dynamic_batching=DynamicBatching(

@@ -4,6 +4,7 @@ from trocr_client.client import DEFAULT_URL, Result, TrOCRClient, transcribe
 from trocr_client.errors import (
     DeadlineExceededError,
     InvalidInputError,
+    RequestCancelledError,
     ServerError,
     ServerUnavailableError,
     TrOCRError,
@@ -13,6 +14,7 @@ __all__ = [
     "DEFAULT_URL",
     "DeadlineExceededError",
     "InvalidInputError",
+    "RequestCancelledError",
     "Result",
     "ServerError",
     "ServerUnavailableError",

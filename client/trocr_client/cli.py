@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}\terror\t{type(exc).__name__}: {exc}", file=sys.stderr)
                 status = 1
                 continue
+            if not result.ok:
+                print(f"{path}\terror\t{result.error}", file=sys.stderr)
+                status = 1
+                continue
             if args.json:
                 print(json.dumps({"image": path, "text": result.text, "score": round(result.score, 4)}))
             else:

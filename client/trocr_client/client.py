@@ -21,6 +21,12 @@ class Result:
     text: str
     score: float  # mean log-probability of the generated tokens: closer to 0 is more confident
     token_ids: tuple[int, ...] = ()  # the generated ids, end-of-sequence included
+    error_code: int = protocol.ERROR_CODE_OK  # else the gRPC status code of this image's own error
+    error: str = ""  # the server's message naming this image's problem
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code == protocol.ERROR_CODE_OK
 
 
 def build_inputs(
@@ -50,13 +56,17 @@ def parse_outputs(response) -> list[Result]:
     texts = response.as_numpy(protocol.OUTPUT_TEXT).reshape(-1)
     scores = response.as_numpy(protocol.OUTPUT_SCORE).reshape(-1)
     token_ids = response.as_numpy(protocol.OUTPUT_TOKEN_IDS)
+    codes = response.as_numpy(protocol.OUTPUT_ERROR_CODE).reshape(-1)
+    errors = response.as_numpy(protocol.OUTPUT_ERROR).reshape(-1)
     return [
         Result(
             text.decode("utf-8", errors="replace"),
             float(score),
             tuple(int(t) for t in ids if t != protocol.TOKEN_IDS_PADDING),
+            int(code),
+            error.decode("utf-8", errors="replace"),
         )
-        for text, score, ids in zip(texts, scores, token_ids)
+        for text, score, ids, code, error in zip(texts, scores, token_ids, codes, errors)
     ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from trocr_client import protocol
+
 
 class TrOCRError(Exception):
     """Any failure of a transcription request. `status` is the gRPC status name when the server answered."""
@@ -24,9 +26,14 @@ class ServerUnavailableError(TrOCRError):
 
 
 class DeadlineExceededError(TrOCRError):
-    """The request did not finish within its deadline."""
+    """The request did not finish within its deadline: the caller's gRPC deadline, or the deadline the server
+    enforced (its work was dropped there)."""
 
     retryable = True
+
+
+class RequestCancelledError(TrOCRError):
+    """The request was cancelled before it finished (by its caller)."""
 
 
 class ServerError(TrOCRError):
@@ -40,7 +47,7 @@ _BY_STATUS = {
     "UNAVAILABLE": ServerUnavailableError,
     "RESOURCE_EXHAUSTED": ServerUnavailableError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
-    "CANCELLED": DeadlineExceededError,
+    "CANCELLED": RequestCancelledError,
 }
 
 
@@ -58,4 +65,6 @@ def from_triton(exc: Exception) -> TrOCRError:
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
     if any(status == code and text in message for code, text in (MODEL_NOT_LOADED, STUB_DEAD)):
         return ServerUnavailableError(message, status)
+    if status == "UNAVAILABLE" and any(text in message for text in protocol.DEADLINE_MESSAGES):
+        return DeadlineExceededError(message, status)
     return _BY_STATUS.get(status or "", ServerError)(message, status)

@@ -19,6 +19,17 @@ OUTPUT_TEXT = "text"  # BYTES: UTF-8 text
 OUTPUT_SCORE = "score"  # FP32: mean log-probability of the generated tokens (end-of-sequence included)
 OUTPUT_TOKEN_IDS = "token_ids"  # INT32 [rows, longest]: generated ids (end-of-sequence included), -1 padded
 TOKEN_IDS_PADDING = -1
+# Per image: a request whose images are all bad fails as a whole (INVALID_ARGUMENT); otherwise every image
+# gets its own answer, and a bad one its own error beside its neighbours' texts.
+OUTPUT_ERROR_CODE = "error_code"  # INT32: 0 when transcribed, else the gRPC status code this image alone would get
+OUTPUT_ERROR = "error"  # BYTES: empty when transcribed, else the message naming the image's problem
+ERROR_CODE_OK = 0
+ERROR_CODE_INVALID_ARGUMENT = 3  # gRPC INVALID_ARGUMENT: an image that cannot be decoded or is out of bounds
+
+# A deadline the server enforces (the KServe `timeout` parameter, else its default) comes back as UNAVAILABLE
+# (Triton's Python backend has no DEADLINE_EXCEEDED code) with a message holding one of these: the server's
+# own while decoding, Triton's while the request waited in its queue. Clients map both to a deadline error.
+DEADLINE_MESSAGES = ("deadline exceeded", "Request timeout expired")
 
 # Limits the server enforces on every image; the client checks them before sending.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024

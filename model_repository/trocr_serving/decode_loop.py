@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trocr_client import protocol
 from trocr_serving.decoder_runner import DecoderRunner
 from trocr_serving.refusals import DeadlineExceededError, RequestCancelledError
 from trocr_serving.row_scheduler import RowScheduler, SequenceGroup
@@ -159,7 +160,7 @@ class DecodeLoop:
         self._last_cancel_check = now
         for ticket in list(self._tickets):
             if ticket.deadline is not None and now > ticket.deadline:
-                error: Exception = DeadlineExceededError("deadline exceeded while decoding")
+                error: Exception = DeadlineExceededError(f"{protocol.DEADLINE_MESSAGES[0]} while decoding")
             elif ticket.is_cancelled is not None and ticket.is_cancelled():
                 error = RequestCancelledError("request cancelled by the client")
             else:

@@ -86,6 +86,11 @@ class FrontMetrics:
             REQUEST_DURATION_BUCKETS_S,
             self.labels,
         )
+        self.bad_images = counter(
+            "images_failed_total",
+            "Images answered with their own error (error_code) in requests whose other images were transcribed",
+            self.labels,
+        )
         self._failures: dict[tuple[str, str], object] = {}
 
     def failed(self, reason: str, status: str) -> None:

@@ -14,12 +14,18 @@ from trocr_serving.refusals import InvalidRequestError
 
 @dataclass
 class Job:
-    """The preprocessed images of one request and their decoding parameters (one value per image)."""
+    """The preprocessed good images of one request and their decoding parameters (one value per good image),
+    and each input image's error (None where it is good)."""
 
-    pixel_values: np.ndarray  # FP32 [images, 3, height, width]
+    pixel_values: np.ndarray  # FP32 [good images, 3, height, width]
     max_new_tokens: np.ndarray
     num_beams: np.ndarray
     ignore_eos: np.ndarray
+    errors: list[str | None]  # one per input image
+
+    @property
+    def good_rows(self) -> list[int]:
+        return [index for index, error in enumerate(self.errors) if error is None]
 
 
 def per_row(name: str, values: np.ndarray | None, rows: int, default, low: int, high: int) -> np.ndarray:
@@ -51,21 +57,26 @@ def parse_request(
     )
     beams = per_row(protocol.INPUT_NUM_BEAMS, num_beams, rows, defaults.num_beams, 1, protocol.MAX_NUM_BEAMS)
     ignore = per_row(protocol.INPUT_IGNORE_EOS, ignore_eos, rows, False, 0, 1).astype(bool)
-    for index, data in enumerate(encoded):
-        if not isinstance(data, bytes | bytearray | np.bytes_):
-            raise InvalidRequestError(f"image {index}: expected encoded image bytes, got {type(data).__name__}")
-    _check_request_size(encoded)
+    _check_request_size([data for data in encoded if isinstance(data, bytes | bytearray | np.bytes_)])
     image = config.image
     pixel_values = np.empty((rows, 3, image.height, image.width), dtype=np.float32)
+    errors: list[str | None] = [None] * rows
     for index, data in enumerate(encoded):  # one decoded image in memory at a time
+        if not isinstance(data, bytes | bytearray | np.bytes_):
+            errors[index] = f"image {index}: expected encoded image bytes, got {type(data).__name__}"
+            continue
         try:
             pixel_values[index] = preprocess_one(decode_image(bytes(data)), image)
         except InvalidImageError as exc:
-            raise InvalidRequestError(f"image {index}: {exc}") from None
-    return Job(pixel_values=pixel_values, max_new_tokens=tokens, num_beams=beams, ignore_eos=ignore)
+            errors[index] = f"image {index}: {exc}"
+    good = [index for index, error in enumerate(errors) if error is None]
+    if not good:
+        shown = "; ".join(errors[:3]) + (f"; and {rows - 3} more" if rows > 3 else "")
+        raise InvalidRequestError(shown if rows == 1 else f"every image of the request is bad: {shown}")
+    return Job(pixel_values[good], tokens[good], beams[good], ignore[good], errors)
 
 
-def _check_request_size(encoded: np.ndarray) -> None:
+def _check_request_size(encoded: list) -> None:
     """The bounds of a whole request, checked from sizes and image headers before anything is decoded."""
     total_bytes = sum(len(data) for data in encoded)
     if total_bytes > protocol.MAX_REQUEST_BYTES:

@@ -1,4 +1,5 @@
-"""Bad input gets a clear INVALID_ARG error, loses nothing else, and the server goes on serving."""
+"""Bad input gets a clear error, loses nothing else, and the server goes on serving: a bad image its own error
+beside its neighbours' texts, a request with only bad images or a bad parameter INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tritonclient.utils import InferenceServerException
 from tests.images import NOT_AN_IMAGE, text_line, truncated_png
 from trocr_client import InvalidInputError
 from trocr_client.client import build_inputs, parse_outputs
+from trocr_loadtest.server_metrics import scrape, total
 from trocr_serving.bls_status import STATUS_OUTPUTS
 
 pytestmark = pytest.mark.integration
@@ -43,9 +45,27 @@ def test_bad_image_is_invalid_argument_and_server_keeps_serving(tiny, data, mess
     assert len(raw_infer(tiny, [text_line("still serving")])) == 1
 
 
-def test_bad_image_in_a_batch_names_its_index(tiny):
-    with pytest.raises(InferenceServerException, match="image 2: not a decodable image"):
-        raw_infer(tiny, [text_line("a"), text_line("b"), NOT_AN_IMAGE])
+def test_a_bad_image_amid_good_ones_gets_its_own_error_and_the_others_their_texts(tiny):
+    good = [text_line("a"), text_line("b", width=200), text_line("c", width=260)]
+    alone = raw_infer(tiny, good, max_new_tokens=8)
+    before = scrape(tiny.server.metrics_url)
+    mixed = raw_infer(tiny, [good[0], NOT_AN_IMAGE, good[1], truncated_png(), good[2]], max_new_tokens=8)
+    failed_images = total(scrape(tiny.server.metrics_url), "trocr_images_failed_total") - total(
+        before, "trocr_images_failed_total"
+    )
+    assert failed_images == 2
+    assert [r.error_code for r in mixed] == [0, 3, 0, 3, 0]
+    assert mixed[1].error.startswith("image 1: not a decodable image") and "image 3: corrupt" in mixed[3].error
+    assert [mixed[i] for i in (0, 2, 4)] == alone  # the same texts, scores and tokens as without the bad ones
+    assert mixed[1].text == "" and mixed[1].token_ids == () and all(r.ok for r in alone)
+
+
+def test_a_request_of_bad_images_only_is_invalid_argument_naming_each(tiny):
+    with pytest.raises(InferenceServerException) as caught:
+        raw_infer(tiny, [NOT_AN_IMAGE, b""])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "every image of the request is bad: image 0: not a decodable image" in caught.value.message()
+    assert "image 1: empty image" in caught.value.message()
 
 
 def test_bad_neighbours_do_not_fail_good_requests(tiny):

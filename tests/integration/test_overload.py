@@ -13,8 +13,9 @@ from tritonclient.utils import InferenceServerException
 
 from tests.images import text_line
 from trocr_build.repository import ServingOptions, build_repository
-from trocr_client import ServerUnavailableError, TrOCRClient
+from trocr_client import DeadlineExceededError, ServerUnavailableError, TrOCRClient
 from trocr_client.client import build_inputs
+from trocr_client.errors import from_triton
 from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.server_metrics import scrape, total
 from trocr_serving.launcher import TritonServer
@@ -132,3 +133,17 @@ def test_a_grpc_deadline_drops_the_requests_still_queued(narrow):
     # queued one was dropped there.
     assert delta("nv_inference_exec_count_total") == CAPACITY_CONCURRENCY
     assert delta("nv_inference_request_failure_total") == 1
+
+
+def test_a_deadline_the_server_enforces_reaches_the_client_as_a_deadline_error(narrow):
+    """The KServe `timeout` alone (no gRPC deadline): the server ends the work and answers UNAVAILABLE (its
+    Python backend has no DEADLINE_EXCEEDED), which the client library maps to the same error as its own
+    deadline; a caller's cancellation is another error, not a deadline."""
+    inputs = build_inputs(IMAGES, 120, WORK["num_beams"], True)  # 4 images of 8 beams, one after another
+    started = time.monotonic()
+    with grpcclient.InferenceServerClient(narrow.grpc_url) as client, pytest.raises(InferenceServerException) as caught:
+        client.infer("trocr", inputs, timeout=300_000)  # microseconds: the request's own deadline
+    elapsed_s = time.monotonic() - started
+    assert elapsed_s < 3.0, elapsed_s  # 4 x 120 tokens x 8 beams take longer: the work was ended
+    assert caught.value.status() == "StatusCode.UNAVAILABLE" and "deadline exceeded" in caught.value.message()
+    assert isinstance(from_triton(caught.value), DeadlineExceededError)

@@ -56,14 +56,14 @@ def mixed_call(server: TritonServer, seed: int) -> str:
     kind = rng.random()
     with TrOCRClient(server.grpc_url, timeout_s=60) as client:
         try:
-            if kind < 0.1:
-                client.transcribe([rng.choice(LINES), rng.choice([NOT_AN_IMAGE, truncated_png()])])
-                return "unexpected success"
+            if kind < 0.1:  # a bad image beside a good one: its own error, its neighbour transcribed
+                good, bad = client.transcribe([rng.choice(LINES), rng.choice([NOT_AN_IMAGE, truncated_png()])])
+                return "partial" if good.ok and good.token_ids and bad.error_code == 3 and bad.error else "wrong"
             images = rng.sample(LINES, rng.randint(1, 4))
             results = client.transcribe(images, max_new_tokens=rng.randint(2, 20), num_beams=rng.choice([1, 1, 2, 4]))
             return "ok" if len(results) == len(images) else "wrong count"
         except InvalidInputError:
-            return "invalid" if kind < 0.1 else "unexpected invalid"
+            return "unexpected invalid"
 
 
 def soak(server: TritonServer, requests: int, offset: int = 0) -> dict[str, int]:
@@ -82,8 +82,8 @@ def test_a_soak_of_mixed_requests_keeps_memory_flat(soaked):
         f"{requests} mixed requests {outcomes}; RSS of all server processes {rss_before / 2**20:.0f} -> "
         f"{rss_after / 2**20:.0f} MiB; /dev/shm {shm_before / 2**20:.0f} -> {shm_after / 2**20:.0f} MiB"
     )
-    assert set(outcomes) <= {"ok", "invalid"}, outcomes
-    assert outcomes.get("ok", 0) > 0 and outcomes.get("invalid", 0) > 0
+    assert set(outcomes) <= {"ok", "partial"}, outcomes
+    assert outcomes.get("ok", 0) > 0 and outcomes.get("partial", 0) > 0
     assert rss_after - rss_before < MAX_RSS_GROWTH_BYTES
     assert shm_after <= shm_before
 

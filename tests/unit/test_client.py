@@ -9,6 +9,7 @@ from tests.images import text_line
 from trocr_client.errors import (
     DeadlineExceededError,
     InvalidInputError,
+    RequestCancelledError,
     ServerError,
     ServerUnavailableError,
     from_triton,
@@ -58,6 +59,7 @@ def test_unknown_type_is_refused():
         ("StatusCode.INVALID_ARGUMENT", InvalidInputError, False),
         ("StatusCode.UNAVAILABLE", ServerUnavailableError, True),
         ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceededError, True),
+        ("StatusCode.CANCELLED", RequestCancelledError, False),
         ("StatusCode.INTERNAL", ServerError, False),
     ],
 )
@@ -65,6 +67,15 @@ def test_statuses_map_to_errors(status, error, retryable):
     mapped = from_triton(InferenceServerException("boom", status=status))
     assert type(mapped) is error and mapped.retryable is retryable
     assert mapped.status == status.removeprefix("StatusCode.") and "boom" in str(mapped)
+
+
+@pytest.mark.parametrize(
+    "message", ["deadline exceeded while decoding", "Request timeout expired"], ids=["decoding", "in-queue"]
+)
+def test_a_deadline_the_server_enforced_is_a_deadline_error_like_the_callers_own(message):
+    """Triton's Python backend has no DEADLINE_EXCEEDED: the server's deadlines come back as UNAVAILABLE."""
+    mapped = from_triton(InferenceServerException(message, status="StatusCode.UNAVAILABLE"))
+    assert type(mapped) is DeadlineExceededError and mapped.retryable
 
 
 @pytest.mark.parametrize(

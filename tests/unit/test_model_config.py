@@ -112,7 +112,7 @@ def test_repository_configs_match_the_graph_dimensions():
     assert scheduler.parameters["decoder_onnx"].string_value == "scheduler/1/decoder.onnx"
     assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
     assert scheduler.model_transaction_policy.decoupled and list(scheduler.input[0].dims) == [-1, 3, 384, 384]
-    assert [t.name for t in trocr.output] == ["text", "score", "token_ids"]
+    assert [t.name for t in trocr.output] == ["text", "score", "token_ids", "error_code", "error"]
     assert trocr.parameters["model"].string_value == "random:tiny"  # which weights a server serves
 
 

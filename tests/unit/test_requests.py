@@ -63,9 +63,18 @@ def test_parameter_count_must_match_images():
         parse_request(images(text_line("a"), text_line("b")), np.array([5]), None, CONFIG)
 
 
-def test_bad_image_is_named_by_index():
-    with pytest.raises(InvalidRequestError, match="image 1: not a decodable image"):
-        parse_request(images(text_line("a"), NOT_AN_IMAGE), None, None, CONFIG)
+def test_a_bad_image_gets_its_own_error_and_the_good_ones_go_on_with_their_parameters():
+    job = parse_request(images(text_line("a"), NOT_AN_IMAGE, text_line("c")), np.array([3, 4, 5]), None, CONFIG)
+    assert job.errors[0] is None and job.errors[2] is None
+    assert job.errors[1].startswith("image 1: not a decodable image")
+    assert job.good_rows == [0, 2] and len(job.pixel_values) == 2 and job.max_new_tokens.tolist() == [3, 5]
+
+
+def test_a_request_whose_images_are_all_bad_fails_naming_them():
+    with pytest.raises(InvalidRequestError, match="every image of the request is bad: image 0: .*; image 1: expected"):
+        parse_request(np.array([NOT_AN_IMAGE, 7], dtype=object), None, None, CONFIG)
+    with pytest.raises(InvalidRequestError, match="^image 0: not a decodable image"):
+        parse_request(images(NOT_AN_IMAGE), None, None, CONFIG)
 
 
 def test_empty_request():

@@ -4,7 +4,9 @@ Each instance validates and decodes the images of a request, preprocesses them e
 image processor does, and forwards them over BLS to the decoupled `scheduler`, which batches the decoder
 steps of all requests together; then it detokenizes. Several instances run side by side (Triton runs one
 execute() per instance at a time, even an async one), so concurrent requests meet in the scheduler; more
-wait in Triton's bounded queue in front of this model. A bad image or parameter gets its own INVALID_ARG error.
+wait in Triton's bounded queue in front of this model. A bad image gets its own error (outputs `error_code`,
+`error`) beside its neighbours' texts; a request whose images are all bad, or with a bad parameter, fails
+with INVALID_ARG.
 
 One request at a time per instance, on purpose (measured on Triton 2.51): an instance that answered through
 response senders and kept many requests in flight made many BLS calls at once from one stub, and the stub,
@@ -89,15 +91,29 @@ class TritonPythonModel:
         # queue; from here it bounds its work, so that work for a client that left ends.
         timeout_us = request.timeout() or self.default_timeout_us
         outputs = await infer_decoupled_async(self.scheduler, inputs, list(sp.OUTPUTS), timeout_us=timeout_us)
-        token_ids = outputs[sp.TOKEN_IDS]
+        return self._response(job, outputs[sp.TOKEN_IDS], outputs[sp.SCORE])
+
+    def _response(self, job, token_ids: np.ndarray, scores: np.ndarray):
+        """Every input image's row: the good images' results, the bad ones' errors (empty text, no tokens)."""
+        rows, good = len(job.errors), job.good_rows
+        all_ids = np.full((rows, token_ids.shape[1]), protocol.TOKEN_IDS_PADDING, dtype=np.int32)
+        all_ids[good] = token_ids
+        all_scores = np.zeros(rows, dtype=np.float32)
+        all_scores[good] = scores
         texts = [
             self.detokenizer.decode([int(t) for t in row if t != protocol.TOKEN_IDS_PADDING]).encode()
-            for row in token_ids
+            for row in all_ids
         ]
+        codes = [protocol.ERROR_CODE_OK if e is None else protocol.ERROR_CODE_INVALID_ARGUMENT for e in job.errors]
+        self.metrics.bad_images.increment(rows - len(good))
         return pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor(protocol.OUTPUT_TEXT, np.array(texts, dtype=object)),
-                pb_utils.Tensor(protocol.OUTPUT_SCORE, outputs[sp.SCORE]),
-                pb_utils.Tensor(protocol.OUTPUT_TOKEN_IDS, token_ids),
+                pb_utils.Tensor(protocol.OUTPUT_SCORE, all_scores),
+                pb_utils.Tensor(protocol.OUTPUT_TOKEN_IDS, all_ids),
+                pb_utils.Tensor(protocol.OUTPUT_ERROR_CODE, np.array(codes, dtype=np.int32)),
+                pb_utils.Tensor(
+                    protocol.OUTPUT_ERROR, np.array([(e or "").encode() for e in job.errors], dtype=object)
+                ),
             ]
         )
