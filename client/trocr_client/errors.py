@@ -36,6 +36,10 @@ class RequestCancelledError(TrOCRError):
     """The request was cancelled before it finished (by its caller)."""
 
 
+class ContractError(TrOCRError):
+    """The server serves a model that is not the one this client speaks to (other tensors, or none)."""
+
+
 class ServerError(TrOCRError):
     """The server failed while serving a valid request."""
 

@@ -25,8 +25,11 @@ def sample_paths() -> list[Path]:
 def encode_image(image: ImageLike) -> bytes:
     """Encoded bytes for one image; files and bytes are sent as they are, pixels are encoded as PNG."""
     if isinstance(image, str | os.PathLike):
-        with open(image, "rb") as handle:
-            data = handle.read()
+        try:
+            with open(image, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise InvalidInputError(f"{image}: cannot read it: {exc.strerror or exc}") from None
     elif isinstance(image, bytes | bytearray):
         data = bytes(image)
     elif isinstance(image, Image.Image):

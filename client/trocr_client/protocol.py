@@ -14,6 +14,13 @@ INPUT_MAX_NEW_TOKENS = "max_new_tokens"  # INT32, optional
 INPUT_NUM_BEAMS = "num_beams"  # INT32, optional
 INPUT_IGNORE_EOS = "ignore_eos"  # BOOL, optional; benchmarks only: generate exactly max_new_tokens
 
+# Request-level KServe `parameters` the model takes, for callers without per-row tensors (JSON over HTTP, any
+# KServe client): max_new_tokens, num_beams and ignore_eos apply to every image (send each either as a tensor
+# or as a parameter), and image_encoding says how `image` holds the bytes.
+PARAMETER_IMAGE_ENCODING = "image_encoding"  # "binary" (default): the file's bytes; "base64": their base64 text
+IMAGE_ENCODINGS = ("binary", "base64")
+REQUEST_PARAMETERS = (INPUT_MAX_NEW_TOKENS, INPUT_NUM_BEAMS, INPUT_IGNORE_EOS, PARAMETER_IMAGE_ENCODING)
+
 # Outputs (one value per batch row).
 OUTPUT_TEXT = "text"  # BYTES: UTF-8 text
 OUTPUT_SCORE = "score"  # FP32: mean log-probability of the generated tokens (end-of-sequence included)

@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"--model={args.model}",
                     f"--repository={repositories['fp32']}",
                     "--device=cuda",
+                    "--optimum-batches=",  # optimum is not among the wheels the GPU machine gets
                     f"--duration-s={args.bench_duration_s}",
                     f"--output={output}",
                 ]

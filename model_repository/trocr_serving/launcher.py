@@ -118,7 +118,10 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on the port. Connections of a server that just stopped (TIME_WAIT) do not
+    count: Triton binds with SO_REUSEADDR, so a server restarted on its ports starts at once."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +31,36 @@ class Job:
         return [index for index, error in enumerate(self.errors) if error is None]
 
 
+# Parameters that Triton or a KServe client sets for the transport (handled before the model sees them, or
+# meaningless to it): not refused.
+TRANSPORT_PARAMETERS = frozenset(
+    {"timeout", "priority", "sequence_id", "sequence_start", "sequence_end", "binary_data_output", "headers"}
+)
+
+
+def request_parameters(raw: str | None) -> dict:
+    """The request's KServe parameters (Triton hands them over as JSON) that the model takes, checked: an
+    unknown one is refused, never ignored."""
+    parameters = {k: v for k, v in json.loads(raw or "{}").items() if k not in TRANSPORT_PARAMETERS}
+    unknown = sorted(set(parameters) - set(protocol.REQUEST_PARAMETERS))
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown request parameter {unknown[0]!r}: this model takes {', '.join(protocol.REQUEST_PARAMETERS)}"
+        )
+    for name in (protocol.INPUT_MAX_NEW_TOKENS, protocol.INPUT_NUM_BEAMS):
+        if name in parameters and (isinstance(parameters[name], bool) or not isinstance(parameters[name], int)):
+            raise InvalidRequestError(f"request parameter {name} must be an integer, got {parameters[name]!r}")
+    if not isinstance(parameters.get(protocol.INPUT_IGNORE_EOS, False), bool):
+        raise InvalidRequestError(f"request parameter {protocol.INPUT_IGNORE_EOS} must be true or false")
+    encoding = parameters.get(protocol.PARAMETER_IMAGE_ENCODING, protocol.IMAGE_ENCODINGS[0])
+    if encoding not in protocol.IMAGE_ENCODINGS:
+        raise InvalidRequestError(
+            f"request parameter {protocol.PARAMETER_IMAGE_ENCODING}={encoding!r}: use one of "
+            f"{', '.join(protocol.IMAGE_ENCODINGS)}"
+        )
+    return parameters
+
+
 def per_row(name: str, values: np.ndarray | None, rows: int, default, low: int, high: int) -> np.ndarray:
     """One value per image: the default when absent, else checked against low..high."""
     if values is None:
@@ -41,39 +74,70 @@ def per_row(name: str, values: np.ndarray | None, rows: int, default, low: int, 
     return values
 
 
+def _tensor_or_parameter(name: str, tensor: np.ndarray | None, parameters: dict, rows: int) -> np.ndarray | None:
+    if name not in parameters:
+        return tensor
+    if tensor is not None:
+        raise InvalidRequestError(f"{name} is both an input tensor and a request parameter: send one of them")
+    return np.full(rows, int(parameters[name]))
+
+
 def parse_request(
     images: np.ndarray,
     max_new_tokens: np.ndarray | None,
     num_beams: np.ndarray | None,
     config: PipelineConfig,
     ignore_eos: np.ndarray | None = None,
+    parameters: dict | None = None,
 ) -> Job:
+    """`parameters`: the checked request parameters (request_parameters)."""
+    parameters = parameters or {}
     encoded = np.asarray(images, dtype=object).reshape(-1)
     if encoded.size == 0:
         raise InvalidRequestError(f"{protocol.INPUT_IMAGE} is empty: send at least one image")
     rows, defaults = encoded.size, config.generation
+    max_new_tokens = _tensor_or_parameter(protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens, parameters, rows)
+    num_beams = _tensor_or_parameter(protocol.INPUT_NUM_BEAMS, num_beams, parameters, rows)
+    ignore_eos = _tensor_or_parameter(protocol.INPUT_IGNORE_EOS, ignore_eos, parameters, rows)
     tokens = per_row(
         protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens, rows, defaults.max_new_tokens, 1, config.max_new_tokens_limit
     )
     beams = per_row(protocol.INPUT_NUM_BEAMS, num_beams, rows, defaults.num_beams, 1, protocol.MAX_NUM_BEAMS)
     ignore = per_row(protocol.INPUT_IGNORE_EOS, ignore_eos, rows, False, 0, 1).astype(bool)
-    _check_request_size([data for data in encoded if isinstance(data, bytes | bytearray | np.bytes_)])
-    image = config.image
-    pixel_values = np.empty((rows, 3, image.height, image.width), dtype=np.float32)
+    base64_text = parameters.get(protocol.PARAMETER_IMAGE_ENCODING) == "base64"
     errors: list[str | None] = [None] * rows
-    for index, data in enumerate(encoded):  # one decoded image in memory at a time
-        if not isinstance(data, bytes | bytearray | np.bytes_):
-            errors[index] = f"image {index}: expected encoded image bytes, got {type(data).__name__}"
-            continue
+    raw: list[bytes] = [b""] * rows
+    for index, data in enumerate(encoded):
         try:
-            pixel_values[index] = preprocess_one(decode_image(bytes(data)), image)
+            raw[index] = _image_bytes(data, base64_text)
         except InvalidImageError as exc:
             errors[index] = f"image {index}: {exc}"
+    _check_request_size([data for data, error in zip(raw, errors) if error is None])
+    image = config.image
+    pixel_values = np.empty((rows, 3, image.height, image.width), dtype=np.float32)
+    for index, data in enumerate(raw):  # one decoded image in memory at a time
+        if errors[index] is None:
+            try:
+                pixel_values[index] = preprocess_one(decode_image(data), image)
+            except InvalidImageError as exc:
+                errors[index] = f"image {index}: {exc}"
     good = [index for index, error in enumerate(errors) if error is None]
     if not good:
         shown = "; ".join(errors[:3]) + (f"; and {rows - 3} more" if rows > 3 else "")
         raise InvalidRequestError(shown if rows == 1 else f"every image of the request is bad: {shown}")
     return Job(pixel_values[good], tokens[good], beams[good], ignore[good], errors)
+
+
+def _image_bytes(data, base64_text: bool) -> bytes:
+    """An `image` element's encoded image bytes; base64 text (JSON bodies) decoded."""
+    if not isinstance(data, bytes | bytearray | np.bytes_):
+        raise InvalidImageError(f"expected encoded image bytes, got {type(data).__name__}")
+    if not base64_text:
+        return bytes(data)
+    try:
+        return base64.b64decode(bytes(data), validate=True)
+    except binascii.Error as exc:
+        raise InvalidImageError(f"not valid base64 ({protocol.PARAMETER_IMAGE_ENCODING}=base64): {exc}") from None
 
 
 def _check_request_size(encoded: list) -> None:

@@ -20,7 +20,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.images import text_line
-from trocr_client import ServerUnavailableError, TrOCRClient
+from trocr_client import RetryPolicy, ServerUnavailableError, TrOCRClient
 from trocr_serving.launcher import Ports, ServerError, TritonServer, free_port
 from trocr_serving.stubs import SHM_DIR
 
@@ -47,7 +47,8 @@ def faulty(built_tiny, tmp_path_factory):
 def transcribe(server: TritonServer) -> tuple[str, float, tuple]:
     started = time.monotonic()
     try:
-        with TrOCRClient(server.grpc_url, timeout_s=CLIENT_DEADLINE_S) as client:
+        # no client retries: what the server answers during the fault reaches the test
+        with TrOCRClient(server.grpc_url, timeout_s=CLIENT_DEADLINE_S, retry=RetryPolicy(max_attempts=1)) as client:
             result = client.transcribe(IMAGE, max_new_tokens=31, ignore_eos=True)[0]
         return "ok", time.monotonic() - started, result.token_ids
     except Exception as exc:  # what the caller sees is the subject of the test

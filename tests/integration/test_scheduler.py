@@ -101,9 +101,11 @@ def constrained(tmp_path_factory):
 
 
 def test_requests_beyond_the_queue_bound_get_a_retryable_error(constrained):
-    from trocr_client import TrOCRClient
+    from trocr_client import RetryPolicy, TrOCRClient
 
-    with TrOCRClient(constrained.grpc_url) as client, ThreadPoolExecutor(max_workers=6) as pool:
+    # no retries: each refusal the server makes reaches the test
+    once = RetryPolicy(max_attempts=1)
+    with TrOCRClient(constrained.grpc_url, retry=once) as client, ThreadPoolExecutor(max_workers=6) as pool:
         futures = [pool.submit(client.transcribe, text_line(f"q{i}"), 120, 1, None, True) for i in range(6)]
         outcomes = [f.exception() or f.result() for f in futures]
     refused = [o for o in outcomes if isinstance(o, Exception)]

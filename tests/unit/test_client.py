@@ -2,10 +2,12 @@ import io
 
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from tests.images import text_line
+from trocr_client import proto
 from trocr_client.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -93,3 +95,13 @@ def test_not_found_is_retryable_only_while_the_model_is_not_loaded(message, erro
 def test_a_dead_model_process_is_retryable():
     dead = InferenceServerException("Stub process 'trocr_0_0' is not healthy.", status="StatusCode.INTERNAL")
     assert type(from_triton(dead)) is ServerUnavailableError
+
+
+def test_the_protoset_holds_the_inference_service_for_code_generators(tmp_path):
+    assert proto.main(["--output", str(tmp_path)]) == 0
+    files = descriptor_pb2.FileDescriptorSet.FromString((tmp_path / proto.PROTOSET).read_bytes()).file
+    assert [f.name for f in files] == ["model_config.proto", "grpc_service.proto"]
+    (service,) = files[1].service
+    assert service.name == "GRPCInferenceService" and files[1].package == "inference"
+    assert {"ModelInfer", "ModelMetadata", "ServerReady"} <= {method.name for method in service.method}
+    assert files[1].dependency == ["model_config.proto"]

@@ -1,3 +1,4 @@
+import base64
 import dataclasses
 import io
 
@@ -9,7 +10,7 @@ from tests.images import NOT_AN_IMAGE, text_line
 from trocr_client import protocol
 from trocr_serving.pipeline_config import DecoderShape, GenerationDefaults, ImageConfig, PipelineConfig
 from trocr_serving.refusals import InvalidRequestError
-from trocr_serving.requests import parse_request
+from trocr_serving.requests import parse_request, request_parameters
 
 CONFIG = PipelineConfig(
     source_model="test",
@@ -96,3 +97,28 @@ def test_bytes_of_a_whole_request_are_bounded():
     big = text_line("a") + b"\0" * (protocol.MAX_REQUEST_BYTES // 4)
     with pytest.raises(InvalidRequestError, match="bytes of images exceeds the limit"):
         parse_request(images(*[big] * 5), None, None, CONFIG)
+
+
+def test_request_parameters_apply_to_every_image_and_unknown_ones_are_refused():
+    parameters = request_parameters('{"num_beams": 3, "max_new_tokens": 7, "ignore_eos": true, "timeout": 5}')
+    job = parse_request(images(text_line("a"), text_line("b")), None, None, CONFIG, parameters=parameters)
+    assert job.num_beams.tolist() == [3, 3] and job.max_new_tokens.tolist() == [7, 7] and job.ignore_eos.all()
+    with pytest.raises(InvalidRequestError, match="unknown request parameter 'beams': this model takes"):
+        request_parameters('{"beams": 3}')
+    with pytest.raises(InvalidRequestError, match="num_beams must be an integer, got '3'"):
+        request_parameters('{"num_beams": "3"}')
+    with pytest.raises(InvalidRequestError, match="num_beams=40 is out of range"):
+        parse_request(images(text_line("a")), None, None, CONFIG, parameters=request_parameters('{"num_beams": 40}'))
+    with pytest.raises(InvalidRequestError, match="num_beams is both an input tensor and a request parameter"):
+        parse_request(images(text_line("a")), None, np.array([2]), CONFIG, parameters={"num_beams": 2})
+
+
+def test_base64_images_are_decoded_and_bad_base64_is_that_image_s_error():
+    parameters = request_parameters('{"image_encoding": "base64"}')
+    sent = images(base64.b64encode(text_line("a")), b"%%% not base64 %%%")
+    job = parse_request(sent, None, None, CONFIG, parameters=parameters)
+    plain = parse_request(images(text_line("a")), None, None, CONFIG)
+    assert np.array_equal(job.pixel_values, plain.pixel_values)
+    assert job.errors[1].startswith("image 1: not valid base64 (image_encoding=base64)")
+    with pytest.raises(InvalidRequestError, match="image_encoding='hex': use one of binary, base64"):
+        request_parameters('{"image_encoding": "hex"}')

@@ -33,7 +33,7 @@ from trocr_serving.detokenizer import Detokenizer
 from trocr_serving.metrics import FrontMetrics, release_families
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
 from trocr_serving.refusals import InvalidRequestError, Refusal
-from trocr_serving.requests import parse_request
+from trocr_serving.requests import parse_request, request_parameters
 
 LOGGER = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class TritonPythonModel:
             _input(request, protocol.INPUT_NUM_BEAMS),
             self.config,
             _input(request, protocol.INPUT_IGNORE_EOS),
+            request_parameters(request.parameters()),
         )
         inputs = sp.request_arrays(job.pixel_values, job.max_new_tokens, job.num_beams, job.ignore_eos)
         # The deadline (the KServe `timeout`, else the server's default) bounded the request's wait in Triton's
