@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -21,6 +22,7 @@ from trocr_client import (
     TrOCRClient,
     TrOCRError,
 )
+from trocr_loadtest.server_metrics import scrape, total
 from trocr_serving.launcher import Access, GrpcTls, TritonServer
 
 pytestmark = pytest.mark.integration
@@ -44,6 +46,27 @@ def test_several_requests_come_back_in_input_order_with_global_indices_and_per_i
     assert results[13].error.startswith("image 13: not a decodable image") and results[13].error_code == 3
     good = [i for i in range(20) if i != 13]
     assert [results[i].text for i in good] == alone(tiny, [images[i] for i in good])
+
+
+def test_the_server_never_holds_more_requests_than_the_client_s_concurrency(tiny):
+    """Triton's own count of the requests its front instances serve, sampled while the client works."""
+    seen, done = [], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.append(total(scrape(tiny.server.metrics_url), "trocr_requests_in_flight"))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with TrOCRClient(tiny.server.grpc_url, images_per_request=1, max_concurrency=2) as client:
+            results = client.transcribe(IMAGES[:12], max_new_tokens=20, ignore_eos=True)
+    finally:
+        done.set()
+        sampler.join()
+    assert len(results) == 12 and all(r.ok for r in results)
+    assert 0 < max(seen) <= 2, seen  # never more than two at a time
 
 
 def test_the_async_client_and_its_stream_give_what_the_sync_client_gives(tiny):
