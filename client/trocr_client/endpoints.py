@@ -1,9 +1,10 @@
 """Several servers behind one client: which one gets the next request, and which ones are out for a while.
 
 Round robin or least outstanding requests over the endpoints in service; an endpoint whose request failed
-with a retryable error (unreachable, overloaded, restarting) is ejected for `eject_for_s` and comes back
-after it, or at once when every endpoint is out (a request then still has somewhere to go). Pure: the
-clock is passed in.
+with a retryable error (unreachable, overloaded, restarting) is ejected for `eject_for_s`, doubled for each
+failure in a row up to 8x (like Envoy's outlier detection: an endpoint that stays down is tried less and less
+often), and comes back after it, or at once when every endpoint is out (a request then still has somewhere
+to go); a success resets its count. Pure: the clock is passed in.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BALANCING = ("round_robin", "least_outstanding")
+MAX_EJECTION_FACTOR = 8
 
 
 @dataclass
@@ -50,6 +52,6 @@ class EndpointPool:
         endpoint.outstanding -= 1
         if failed_retryable:
             endpoint.failures += 1
-            endpoint.ejected_until = now + self.eject_for_s
+            endpoint.ejected_until = now + self.eject_for_s * min(2 ** (endpoint.failures - 1), MAX_EJECTION_FACTOR)
         else:
             endpoint.failures = 0

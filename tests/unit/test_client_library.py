@@ -34,6 +34,11 @@ def test_round_robin_skips_ejected_endpoints_until_they_come_back():
     pool.done(picks[1], now=1.0, failed_retryable=True)
     assert {pool.pick(2.0).url for _ in range(4)} == {"a", "c"}
     assert "b" in {pool.pick(7.0).url for _ in range(3)}  # back after eject_for_s
+    again = next(e for e in pool.endpoints if e.url == "b")
+    pool.done(again, now=8.0, failed_retryable=True)  # a second failure in a row: out twice as long
+    assert again.ejected_until == 18.0
+    pool.done(again, now=20.0)  # a success resets the count
+    assert again.failures == 0
 
 
 def test_least_outstanding_and_every_endpoint_ejected():
