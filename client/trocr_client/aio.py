@@ -268,13 +268,28 @@ class AsyncTrOCRClient:
     async def _answer(self, start: int, chunk: list[bytes | Result], generation: Generation, deadline) -> list[Result]:
         """The chunk's results: its bad inputs' own errors, the others from one successful request."""
         rows = [i for i, item in enumerate(chunk) if isinstance(item, bytes)]
-        answered = await self._infer([chunk[i] for i in rows], generation, deadline) if rows else []
+        answered = await self._infer_per_image([chunk[i] for i in rows], generation, deadline) if rows else []
         results = list(chunk)
         for row, result in zip(rows, answered):
             index = start + row
             error = IMAGE_PREFIX.sub(f"image {index}: ", result.error)  # the server numbers within the request
             results[row] = dataclasses.replace(result, index=index, error=error)
         return results
+
+    async def _infer_per_image(self, encoded: list[bytes], generation: Generation, deadline) -> list[Result]:
+        """Like _infer, but a request refused because its images are all bad gives each image its own error (the
+        server names the first few in one message: each is sent alone to learn its own), as it would amid good
+        images; any other refusal stays the whole call's."""
+        try:
+            return await self._infer(encoded, generation, deadline)
+        except InvalidInputError as exc:
+            message = str(exc)
+            if len(encoded) == 1 and IMAGE_PREFIX.match(message):
+                return [Result("", 0.0, (), protocol.ERROR_CODE_INVALID_ARGUMENT, message, 0)]
+            if len(encoded) == 1 or not message.startswith(protocol.ALL_IMAGES_BAD):
+                raise
+        alone = [await self._infer_per_image([image], generation, deadline) for image in encoded]
+        return [dataclasses.replace(result, index=row) for row, (result,) in enumerate(alone)]
 
     async def _infer(self, encoded: list[bytes], generation: Generation, deadline: float | None) -> list[Result]:
         """One request, retried on retryable errors (on another server where there is one) within the deadline;

@@ -30,6 +30,7 @@ TOKEN_IDS_PADDING = -1
 # gets its own answer, and a bad one its own error beside its neighbours' texts.
 OUTPUT_ERROR_CODE = "error_code"  # INT32: 0 when transcribed, else the gRPC status code this image alone would get
 OUTPUT_ERROR = "error"  # BYTES: empty when transcribed, else the message naming the image's problem
+ALL_IMAGES_BAD = "every image of the request is bad"  # how an INVALID_ARGUMENT for that case begins
 ERROR_CODE_OK = 0
 ERROR_CODE_INVALID_ARGUMENT = 3  # gRPC INVALID_ARGUMENT: an image that cannot be decoded or is out of bounds
 

@@ -124,7 +124,7 @@ def parse_request(
     good = [index for index, error in enumerate(errors) if error is None]
     if not good:
         shown = "; ".join(errors[:3]) + (f"; and {rows - 3} more" if rows > 3 else "")
-        raise InvalidRequestError(shown if rows == 1 else f"every image of the request is bad: {shown}")
+        raise InvalidRequestError(shown if rows == 1 else f"{protocol.ALL_IMAGES_BAD}: {shown}")
     return Job(pixel_values[good], tokens[good], beams[good], ignore[good], errors)
 
 

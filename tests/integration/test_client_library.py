@@ -48,6 +48,15 @@ def test_several_requests_come_back_in_input_order_with_global_indices_and_per_i
     assert [results[i].text for i in good] == alone(tiny, [images[i] for i in good])
 
 
+def test_a_request_of_bad_images_only_gives_them_their_own_errors_and_the_call_goes_on(tiny):
+    images = [IMAGES[0], IMAGES[1], NOT_AN_IMAGE, b"\x00" * 10, IMAGES[2]]  # the second request: bad images only
+    with TrOCRClient(tiny.server.grpc_url, images_per_request=2) as client:
+        results = client.transcribe(images, max_new_tokens=6)
+    assert [r.ok for r in results] == [True, True, False, False, True]
+    assert results[2].error.startswith("image 2: not a decodable image")
+    assert results[3].error.startswith("image 3: not a decodable image")
+
+
 def test_the_server_never_holds_more_requests_than_the_client_s_concurrency(tiny):
     """Triton's own count of the requests its front instances serve, sampled while the client works."""
     seen, done = [], threading.Event()

@@ -84,6 +84,9 @@ class ScriptedServer:
         try:
             await asyncio.sleep(0.01 * (1 + len(self.requests) % 3))  # answers come back out of order
             self.requests.append(list(encoded))
+            if all(image == b"bad" for image in encoded):  # the server refuses a request of bad images only
+                one = "image 0: bad"
+                raise InvalidInputError(one if len(encoded) == 1 else f"{protocol.ALL_IMAGES_BAD}: {one}; ...")
             if self.failures:
                 self.failures -= 1
                 raise ServerUnavailableError(f"{endpoint.url}: server busy", "UNAVAILABLE")
@@ -110,7 +113,7 @@ def test_results_come_in_input_order_with_global_indices_and_bounded_concurrency
     assert [r.index for r in results] == list(range(23))
     assert [r.text for r in results if r.ok] == [digest(image) for image in images if image != b"bad"]
     assert results[17].error == "image 17: bad"  # the server's index within its request, made global
-    assert [len(r) for r in server.requests] == [4, 4, 4, 4, 4, 3] and server.most_in_flight == 3
+    assert sorted(len(r) for r in server.requests) == [3, 4, 4, 4, 4, 4] and server.most_in_flight == 3
 
 
 def test_retryable_failures_are_retried_and_each_image_answered_once():
@@ -135,3 +138,13 @@ def test_a_file_that_cannot_be_read_is_that_image_s_error_and_never_sent(tmp_pat
     results = asyncio.run(client_with(server).transcribe([text_line("a"), missing, text_line("b")]))
     assert [r.ok for r in results] == [True, False, True] and "cannot read it: No such file" in results[1].error
     assert sum(len(r) for r in server.requests) == 2
+
+
+def test_a_request_of_bad_images_only_becomes_those_images_errors_not_the_call_s():
+    server = ScriptedServer()
+    images = lines(5)
+    images[2] = images[3] = b"bad"
+    results = asyncio.run(client_with(server, images_per_request=2).transcribe(images))
+    assert [r.ok for r in results] == [True, True, False, False, True]
+    assert [results[2].error, results[3].error] == ["image 2: bad", "image 3: bad"]
+    assert sorted(len(r) for r in server.requests) == [1, 1, 1, 2, 2]  # the refused request's images, one by one
