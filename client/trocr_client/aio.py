@@ -222,7 +222,9 @@ class AsyncTrOCRClient:
         stream = self.transcribe_stream(images, max_new_tokens, num_beams, timeout_s, ignore_eos)
         results = [result async for result in stream]
         if results and not any(result.ok for result in results):
-            raise InvalidInputError("every image is bad: " + "; ".join(result.error for result in results[:3]))
+            # (each image's own code is INVALID_ARGUMENT: the call's status says the same)
+            errors = "; ".join(result.error for result in results[:3])
+            raise InvalidInputError(f"every image is bad: {errors}", "INVALID_ARGUMENT")
         return results
 
     async def transcribe_stream(
