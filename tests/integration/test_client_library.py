@@ -144,12 +144,9 @@ def test_failover_when_one_of_two_servers_stops(built_tiny, tmp_path):
 
 
 def test_a_server_restarted_mid_run_loses_no_image_and_answers_none_twice(built_tiny, tmp_path):
-    # (two launchers in one process on the same ports: without their watchdogs, which would take the other's
-    # stopping stubs for crashes)
-    server = TritonServer(built_tiny.repository, log_file=tmp_path / "first.log", exit_timeout_s=5, watchdog=False)
+    server = TritonServer(built_tiny.repository, log_file=tmp_path / "first.log", exit_timeout_s=5)
     server.start(timeout_s=180)
-    log = tmp_path / "second.log"
-    replacement = TritonServer(built_tiny.repository, ports=server.ports, log_file=log, watchdog=False)
+    replacement = TritonServer(built_tiny.repository, ports=server.ports, log_file=tmp_path / "second.log")
 
     def restart() -> None:
         server.close()
