@@ -4,8 +4,8 @@ Pure bookkeeping, no tensors of the model: waiting and running sequence groups, 
 token, admission (first come first served, a fair share of rows per request, a bound on what waits), and
 the searches that turn a step's candidates (each row's top log-probabilities) into tokens and beam parents.
 `schedule()` emits a `StepPlan`; a decoder runner (trocr_serving.decoder_runner) executes it on the rows'
-caches; then `update_from_output()` advances the searches and says which cache entries to write and which
-rows move.
+caches; then `update_from_output()` advances the searches and says which row's cache each row goes on from
+(beam parents) and which rows move.
 
 Rows 0..active_rows-1 are the running ones, so the runner hands the graph contiguous slices: when rows are
 freed, the last rows move into the holes.
@@ -68,25 +68,19 @@ class StepPlan:
 
 @dataclass(frozen=True)
 class CacheWrite:
-    """Append the step's keys/values of row `rows[parents[i]]` to row `rows[i]` at `position`, after
-    reordering rows' caches by `parents` (beam search)."""
+    """Row `rows[i]` goes on from the cache of row `rows[parents[i]]` as the step left it (beam search reorders;
+    the step itself put each row's new keys/values at its position)."""
 
     rows: np.ndarray
     parents: np.ndarray
-    position: int
-
-    @property
-    def reorders(self) -> bool:
-        return bool(np.any(self.parents != np.arange(len(self.rows))))
 
 
 @dataclass(frozen=True)
 class RowMove:
-    """Move a row's cross-attention keys/values and first `length` cache positions from `source` to `target`."""
+    """Row `source`'s cross-attention keys/values and cache now belong to row `target`."""
 
     source: int
     target: int
-    length: int
 
 
 @dataclass
@@ -191,7 +185,7 @@ class RowScheduler:
                 continue
             if group.length + 1 > self.max_cache_len:
                 raise RuntimeError(f"cache length {self.max_cache_len} exceeded")
-            update.writes.append(CacheWrite(rows, parents, group.length))
+            update.writes.append(CacheWrite(rows, parents))
             self.last_tokens[rows] = tokens
             group.length += 1
         for group in update.finished:
@@ -212,7 +206,7 @@ class RowScheduler:
             last = self.active_rows - 1
             if row != last:
                 owner = self.row_groups[last]
-                moves.append(RowMove(last, row, owner.length))
+                moves.append(RowMove(last, row))
                 self.last_tokens[row] = self.last_tokens[last]
                 self.row_groups[row] = owner
                 owner.rows[owner.rows.index(last)] = row

@@ -183,8 +183,7 @@ def test_removing_a_group_moves_the_last_rows_into_its_holes():
     a, b, c = group(), group(width=2), group()
     scheduler.submit([a, b, c])
     scheduler.schedule()
-    c.length = 4
-    assert scheduler.remove(a) == [RowMove(source=3, target=0, length=4)]
+    assert scheduler.remove(a) == [RowMove(source=3, target=0)]
     assert c.rows == [0] and b.rows == [1, 2] and scheduler.active_rows == 3
 
 
