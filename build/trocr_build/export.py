@@ -20,7 +20,7 @@ from transformers import VisionEncoderDecoderModel
 
 from trocr_build.graphs import DecoderStepGraph, EncoderGraph
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_signature import DecoderStep, split_cross
+from trocr_serving.greedy import LocalGraphs, teacher_forced_log_probs
 from trocr_serving.onnx_runtime import GraphRunner
 
 LOGGER = logging.getLogger(__name__)
@@ -238,19 +238,12 @@ def validate_against_reference(
     with torch.no_grad():
         logits = model(pixel_values=pixel_values, decoder_input_ids=tokens).logits
     expected = torch.log_softmax(logits, dim=-1).numpy()
-    cross = GraphRunner(encoder_path).run({names.PIXEL_VALUES: pixel_values.numpy()}, [names.CROSS_KEY_VALUES])
-    decoder = GraphRunner(decoder_path)
-    cross = split_cross(cross[names.CROSS_KEY_VALUES])
-    past = np.zeros(dims.cache_shape(2, 0), dtype=np.float32)
-    got = []
-    for position in range(steps):
-        step = DecoderStep.of(tokens[:, position].numpy(), np.full(2, position), past, cross)
-        out = decoder.run(step.feed())
-        past = out[names.PRESENT_KEY_VALUES]
-        got.append(out[names.LOG_PROBS])
+    graphs = LocalGraphs(encoder_path, decoder_path)
+    cross = graphs.cross_key_values(pixel_values.numpy())
+    got = teacher_forced_log_probs(graphs.step, cross, tokens.numpy(), dims.cache_shape(2, 0))
     return _compare(
         "encoder.onnx + decoder.onnx vs Hugging Face forward",
         {"log_probs": expected},
-        {"log_probs": np.stack(got, axis=1)},
+        {"log_probs": got},
         atol,
     )

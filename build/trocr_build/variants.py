@@ -22,9 +22,8 @@ import onnx
 import onnxruntime as ort
 
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_signature import DecoderStep, split_cross
 from trocr_serving.execution import CPU, Execution, visible_gpus
-from trocr_serving.greedy import LocalGraphs, greedy_decode
+from trocr_serving.greedy import LocalGraphs, greedy_decode, teacher_forced_log_probs
 from trocr_serving.pipeline_config import PipelineConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -98,13 +97,9 @@ class Agreement:
 
 def forced_log_probs(graphs: LocalGraphs, config: PipelineConfig, image: np.ndarray, tokens: list[int]) -> np.ndarray:
     """log_probs [len(tokens), vocab] of one image (pixel values [1, ...]), fed `tokens` one after another."""
-    cross = split_cross(graphs.cross_key_values(image))
-    past = np.zeros(config.decoder.cache_shape(1, 0), dtype=np.float32)
-    got = []
-    for position, token in enumerate([config.generation.decoder_start_token_id, *tokens[:-1]]):
-        log_probs, past = graphs.step(DecoderStep.of(np.array([token]), np.array([position]), past, cross).feed())
-        got.append(log_probs[0])
-    return np.stack(got)
+    fed = np.array([[config.generation.decoder_start_token_id, *tokens[:-1]]], dtype=np.int64)
+    cross = graphs.cross_key_values(image)
+    return teacher_forced_log_probs(graphs.step, cross, fed, config.decoder.cache_shape(1, 0))[0]
 
 
 def compare(

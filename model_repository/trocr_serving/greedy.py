@@ -75,6 +75,21 @@ def greedy_decode(
     return hypotheses
 
 
+def teacher_forced_log_probs(
+    step: DecoderCall, cross_key_values: np.ndarray, fed_tokens: np.ndarray, empty_cache_shape: tuple[int, ...]
+) -> np.ndarray:
+    """log_probs [rows, steps, vocab] when row r is fed fed_tokens[r] (the start token first) one after another,
+    whatever the graph would have chosen: the build's checks against PyTorch and between precision variants."""
+    rows, steps = fed_tokens.shape
+    cross = split_cross(cross_key_values)
+    past = np.zeros(empty_cache_shape, dtype=np.float32)
+    got = []
+    for position in range(steps):
+        log_probs, past = step(DecoderStep.of(fed_tokens[:, position], np.full(rows, position), past, cross).feed())
+        got.append(log_probs)
+    return np.stack(got, axis=1)
+
+
 def graph_paths(repository: Path) -> tuple[Path, Path]:
     """encoder.onnx and decoder.onnx of a built repository."""
     return repository / "encoder" / "1" / names.ENCODER_ONNX, repository / "scheduler" / "1" / names.DECODER_ONNX
