@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from trocr_build.repository import SOURCE_REPOSITORY, ServingOptions, build_repository
+from trocr_build.repository import ServingOptions, build_repository
 from trocr_build.variants import PRECISIONS
 from trocr_client.logs import configure_logging
+from trocr_serving import paths
 from trocr_serving.execution import DEVICES
 
 
@@ -16,11 +17,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-build", description=__doc__)
     p.add_argument(
         "--model",
-        default="random:small",
-        help="Hugging Face id (microsoft/trocr-small-handwritten), local directory, or random:small / random:tiny "
-        "(seeded random weights, offline, meaningless text). Default: %(default)s",
+        default="synthetic:small",
+        help="Hugging Face id (microsoft/trocr-small-handwritten), local directory, synthetic:small (trained here "
+        "on synthetic lines, shipped, offline), or random:small / random:tiny (seeded random weights, offline, "
+        "meaningless text). Default: %(default)s",
     )
-    p.add_argument("--output", type=Path, default=SOURCE_REPOSITORY, help="repository folder (default: %(default)s)")
+    p.add_argument(
+        "--output", type=Path, default=paths.default_repository(), help="repository folder (default: %(default)s)"
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="where random models are created")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed against PyTorch")
     p.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads per model (0: per core)")
@@ -37,8 +41,9 @@ def parser() -> argparse.ArgumentParser:
         "--precision",
         choices=list(PRECISIONS),
         default="fp32",
-        help="what the graphs compute in: fp32, or fp16 (--device cuda; checked against fp32 on the sample images "
-        "at build time, on the GPU when there is one, else on the CPU)",
+        help="what the graphs compute in: fp32, int8 (--device cpu: dynamic quantization after ONNX Runtime's "
+        "transformer fusions) or fp16 (--device cuda); each variant is checked against fp32 on the sample images "
+        "at build time (on the GPU when there is one, else on the CPU)",
     )
     p.add_argument("-v", "--verbose", action="store_true")
     return p

@@ -1,7 +1,8 @@
 """`trocr-demo`: the main job end to end, offline.
 
-Builds the model repository (default `random:small`: random weights, so the text is meaningless), starts
-Triton on free loopback ports, transcribes the sample images over gRPC, prints the texts and stops the server.
+Builds the model repository (default `synthetic:small`, the small model trained here on synthetic lines and
+shipped with the project), starts Triton on free loopback ports, transcribes the sample images over gRPC,
+prints the texts and stops the server.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-from trocr_build.repository import SOURCE_REPOSITORY, ensure_repository
+from trocr_build.repository import ensure_repository
 from trocr_client.client import TrOCRClient
 from trocr_client.images import SAMPLES_DIR, sample_paths
 from trocr_client.logs import configure_logging
+from trocr_serving import paths
 from trocr_serving.launcher import TritonServer
 
 LOGGER = logging.getLogger(__name__)
@@ -22,8 +24,8 @@ LOGGER = logging.getLogger(__name__)
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-demo", description=__doc__)
-    p.add_argument("--model", default="random:small", help="as for trocr-build (default: %(default)s)")
-    p.add_argument("--repository", type=Path, default=SOURCE_REPOSITORY)
+    p.add_argument("--model", default="synthetic:small", help="as for trocr-build (default: %(default)s)")
+    p.add_argument("--repository", type=Path, default=paths.default_repository())
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the repository holds this model")
     p.add_argument("images", nargs="*", type=Path, help=f"images to transcribe (default: {SAMPLES_DIR}/*)")
     return p

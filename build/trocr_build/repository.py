@@ -22,11 +22,12 @@ from trocr_build.export import (
     write_row_copy,
 )
 from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
-from trocr_build.random_model import is_random_model, random_model_dir
+from trocr_build.trained_models import resolve_model
 from trocr_build.variants import PRECISIONS, convert_and_validate
 from trocr_client import protocol
 from trocr_client.images import sample_paths
 from trocr_serving import graph_names as names
+from trocr_serving import paths
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls_status import STATUS_OUTPUTS
 from trocr_serving.engine import EngineOptions
@@ -43,8 +44,6 @@ from trocr_serving.preprocessing import decode_image, preprocess
 
 LOGGER = logging.getLogger(__name__)
 
-# The committed model code (model.py of each model) lives next to this package in the source tree.
-SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
 REPOSITORY_FORMAT = 8
@@ -103,29 +102,34 @@ class ServingOptions:
 
 
 def load_model(model: str, cache_dir: Path | None = None):
-    """A Hugging Face id, a local directory, or random:small / random:tiny -> (model, processor, source)."""
-    source = str(random_model_dir(model, cache_dir)) if is_random_model(model) else model
+    """A Hugging Face id, a local directory, synthetic:small, or random:small / random:tiny -> (model,
+    processor, source)."""
+    source = resolve_model(model, cache_dir)
     LOGGER.info("loading %s", source)
     hf_model = VisionEncoderDecoderModel.from_pretrained(source).eval().requires_grad_(False)
     processor = AutoProcessor.from_pretrained(source)
     return hf_model, processor, source
 
 
+def image_config(image_processor, height: int, width: int) -> ImageConfig:
+    """The server's preprocessing settings, read from the model's image processor."""
+    return ImageConfig(
+        height=height,
+        width=width,
+        resample=int(image_processor.resample),
+        rescale_factor=float(image_processor.rescale_factor) if image_processor.do_rescale else 1.0,
+        image_mean=tuple(float(v) for v in image_processor.image_mean),
+        image_std=tuple(float(v) for v in image_processor.image_std),
+    )
+
+
 def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimensions, source: str) -> PipelineConfig:
-    image_processor = processor.image_processor
     generation = model.generation_config
     max_new_tokens = generation.max_new_tokens or (generation.max_length - 1)
     tokenizer = processor.tokenizer
     return PipelineConfig(
         source_model=source,
-        image=ImageConfig(
-            height=dims.image_size[0],
-            width=dims.image_size[1],
-            resample=int(image_processor.resample),
-            rescale_factor=float(image_processor.rescale_factor) if image_processor.do_rescale else 1.0,
-            image_mean=tuple(float(v) for v in image_processor.image_mean),
-            image_std=tuple(float(v) for v in image_processor.image_std),
-        ),
+        image=image_config(processor.image_processor, *dims.image_size),
         decoder=DecoderShape(
             num_layers=dims.num_layers,
             num_heads=dims.num_heads,
@@ -214,18 +218,19 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
                 default_timeout_us=default_timeout_us,
             ),
         ),
-        parameters={"default_timeout_us": str(default_timeout_us), "model": model},
+        parameters={"default_timeout_us": str(default_timeout_us), "model": model, "precision": options.precision},
     )
     return [encoder, scheduler, trocr]
 
 
-def _copy_model_code(output: Path) -> None:
-    """The model.py files, compiled: the server then writes no bytecode into the repository at serve time."""
+def _write_model_code(output: Path) -> None:
+    """Each model's folder, made anew from the installed package: its model.py, compiled (the server then writes
+    no bytecode into the repository at serve time). The repository holds models only."""
     for model_name in MODEL_NAMES:
+        shutil.rmtree(output / model_name, ignore_errors=True)
         target = output / model_name / "1"
-        if output.resolve() != SOURCE_REPOSITORY.resolve():
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(SOURCE_REPOSITORY / model_name / "1" / "model.py", target / "model.py")
+        target.mkdir(parents=True)
+        shutil.copy2(paths.MODEL_FILES_DIR / f"{model_name}.py", target / "model.py")
         py_compile.compile(str(target / "model.py"), doraise=True)
 
 
@@ -242,7 +247,7 @@ def build_repository(
     hf_model, processor, source = load_model(model, cache_dir)
     dims = Dimensions.of(hf_model)
     output.mkdir(parents=True, exist_ok=True)
-    _copy_model_code(output)
+    _write_model_code(output)
     encoder_path = output / "encoder" / "1" / names.ENCODER_ONNX
     decoder_path = output / sp.MODEL_NAME / "1" / names.DECODER_ONNX
     with torch.no_grad():
@@ -285,7 +290,7 @@ def ensure_repository(
     info_path = repository / BUILD_INFO_FILE
     wanted = {
         "format": REPOSITORY_FORMAT,
-        "source": str(random_model_dir(model)) if is_random_model(model) else model,
+        "source": resolve_model(model),
         "options": json.loads(json.dumps(dataclasses.asdict(options))),  # as build_info.json holds them
     }
     if not rebuild and info_path.exists():

@@ -10,6 +10,7 @@ fails the build.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -56,6 +57,54 @@ def _fp16(encoder: Path, decoder: Path) -> None:
     _to_float16(decoder, list(FLOAT32_DECODER_OUTPUTS))
 
 
+# Quantized to int8 (weights per output channel, activations per call): the weight matrix products.
+INT8_OPS = ("MatMul", "Gemm", "Attention")
+
+
+def _fuse_encoder(path: Path) -> None:
+    """ONNX Runtime's transformer fusions (multi-head Attention, LayerNorm, SkipLayerNorm, Gelu, bias adds): one
+    fused node per block, whose matrix products the quantizer then turns into int8 kernels."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
+    optimize_model(str(path), model_type="vit", opt_level=0).save_model_to_file(str(path))
+
+
+@contextlib.contextmanager
+def _root_logger_at_least(level: int):
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(max(before, level))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+def _quantize(path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _root_logger_at_least(logging.WARNING):  # the quantizer logs a line per node to the root logger
+        quantize_dynamic(
+            path,
+            path,
+            op_types_to_quantize=list(INT8_OPS),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            # weights only: attention's activation products stay float32; the fused nodes (com.microsoft) have no
+            # shape inference, so their outputs are declared float32
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+
+
+def _int8(encoder: Path, decoder: Path) -> None:
+    """Dynamic int8 quantization of the weights' matrix products, after the transformer fusions for the encoder
+    (the decoder-step graph is this project's own: its matrix products are quantized as they are)."""
+    _fuse_encoder(encoder)
+    _quantize(encoder)
+    _quantize(decoder)
+
+
 @dataclass(frozen=True)
 class Precision:
     name: str
@@ -64,18 +113,35 @@ class Precision:
     max_log_prob_error: float  # bound on |log p - log p(fp32)| along the fp32 greedy path
     min_token_agreement: float  # bound on the share of greedy tokens equal to fp32's, position by position
     cache_type: int = onnx.TensorProto.FLOAT  # of the decoder's caches (the server's device buffers)
+    why_these_devices: str = ""
 
     def check_device(self, device: str) -> None:
         if device not in self.devices:
             raise ValueError(
                 f"--precision {self.name} is for --device {' or '.join(self.devices)}, not {device} "
-                f"(on a CPU, ONNX Runtime runs most float16 kernels by casting back to float32: slower, not faster)"
+                f"({self.why_these_devices})"
             )
 
 
 PRECISIONS = {
     "fp32": Precision("fp32", ("cpu", "cuda"), None, 0.0, 1.0),
-    "fp16": Precision("fp16", ("cuda",), _fp16, 0.25, 0.9, cache_type=onnx.TensorProto.FLOAT16),
+    "fp16": Precision(
+        "fp16",
+        ("cuda",),
+        _fp16,
+        0.25,
+        0.9,
+        cache_type=onnx.TensorProto.FLOAT16,
+        why_these_devices="on a CPU, ONNX Runtime runs most float16 kernels by casting back to float32: slower",
+    ),
+    "int8": Precision(
+        "int8",
+        ("cpu",),
+        _int8,
+        1.0,
+        0.9,
+        why_these_devices="dynamic quantization targets ONNX Runtime's CPU integer kernels; on a GPU, use fp16",
+    ),
 }
 
 

@@ -15,7 +15,7 @@ from trocr_client.protocol import MAX_IMAGE_BYTES
 ImageLike = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 # Handwriting-like sample lines in varied formats and sizes: the demo's images, the build's check of a
 # precision variant, the load test's and the tests' inputs.
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 
 def sample_paths() -> list[Path]:

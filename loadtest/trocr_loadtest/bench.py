@@ -19,20 +19,21 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from trocr_build.random_model import default_cache_dir
-from trocr_build.repository import SOURCE_REPOSITORY, ServingOptions, ensure_repository
+from trocr_build.repository import ServingOptions, ensure_repository
 from trocr_build.variants import PRECISIONS
 from trocr_client.logs import configure_logging
 from trocr_loadtest import baselines
 from trocr_loadtest.images import image_set
 from trocr_loadtest.load import LoadSpec, run_load
+from trocr_loadtest.report import RESULTS_DIR
 from trocr_loadtest.server_metrics import ServerFigures, scrape
 from trocr_loadtest.stats import summarize
+from trocr_loadtest.variant_table import as_dicts, measure_variants, render_variants
+from trocr_serving import paths
 from trocr_serving.execution import DEVICES, Execution
 from trocr_serving.launcher import TritonServer
 
 LOGGER = logging.getLogger(__name__)
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Row:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-bench", description=__doc__)
     p.add_argument("--model", default="random:small")
-    p.add_argument("--repository", type=Path, default=SOURCE_REPOSITORY)
+    p.add_argument("--repository", type=Path, default=paths.default_repository())
     p.add_argument("--tokens", type=int, default=16, help="generated tokens per image (fixed)")
     p.add_argument(
         "--device",
@@ -82,6 +83,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ceiling-batch", type=int, default=16)
     p.add_argument("--images", default="samples+generated", help="samples, generated, samples+generated or a folder")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "bench.json")
+    variants = p.add_argument_group(
+        "variants (instead of the baselines): each precision built, served, loaded and read for its CER"
+    )
+    variants.add_argument("--variants", default=None, help="comma-separated precisions, e.g. fp32,int8")
+    variants.add_argument("--variant-concurrency", type=int, default=16)
+    variants.add_argument("--rounds", type=int, default=2, help="times each variant is measured, alternating")
+    variants.add_argument(
+        "--workdir", type=Path, default=RESULTS_DIR / "variants", help="where the variants' repositories are built"
+    )
     return p
 
 
@@ -103,7 +113,7 @@ def measure_in_process(args, info: dict, images: list[bytes]) -> tuple[list[Row]
         LOGGER.info("optimum ORTModelForVision2Seq at batch %d", batch)
         calls = max(2, args.calls // batch)
         result = baselines.optimum_generate(
-            info["source"], default_cache_dir(), images, args.tokens, batch, calls, args.device
+            info["source"], paths.cache_dir(), images, args.tokens, batch, calls, args.device
         )
         rows.append(_row(result))
     graphs = baselines.RepositoryGraphs(args.repository, execution=Execution(args.device))
@@ -242,9 +252,25 @@ def serving_options(args) -> ServingOptions:
     )
 
 
+def compare_variants(args) -> int:
+    precisions = args.variants.split(",")
+    rows = measure_variants(
+        args.model, precisions, args.workdir, args.variant_concurrency, args.duration_s, args.warmup_s, args.rounds
+    )
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    print(f"\n{args.model}: variants through Triton, held-out synthetic set; {machine}\n")
+    print(render_variants(rows, args.variant_concurrency))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"model": args.model, "machine": machine, "variants": as_dicts(rows)}, indent=2))
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging()
+    if args.variants:
+        return compare_variants(args)
     info = ensure_repository(args.model, args.repository, options=serving_options(args))
     images = image_set(args.images)
     started = time.monotonic()

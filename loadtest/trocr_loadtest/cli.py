@@ -24,13 +24,12 @@ from trocr_loadtest.capacity import RateSearch, Slo, SweepPoint, plan_capacity, 
 from trocr_loadtest.images import image_set
 from trocr_loadtest.load import LoadSpec, Stability
 from trocr_loadtest.metadata import run_metadata
-from trocr_loadtest.report import plot, render_sweep, write_csv, write_json, write_requests_csv
+from trocr_loadtest.report import RESULTS_DIR, plot, render_sweep, write_csv, write_json, write_requests_csv
 from trocr_loadtest.sweep import Measured, Runner
+from trocr_serving import paths
 from trocr_serving.launcher import TritonServer, models_in
 
 LOGGER = logging.getLogger(__name__)
-REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 RISING_RATIO = 1.05  # a last step of more than 5% is not a plateau
 CONFIRM_RATIO = 1.3  # the plan is confirmed when its rate meets the SLO and this multiple of it does not
 PLAN_STEPS_DOWN = 2
@@ -41,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     target = p.add_argument_group("server")
     target.add_argument("--url", default=None, help=f"gRPC address (default: {DEFAULT_URL}, else start a local server)")
     target.add_argument("--metrics-url", default=None, help="Triton /metrics (default: port 8002 of --url's host)")
-    target.add_argument("--repository", type=Path, default=REPOSITORY, help="for a local server")
+    target.add_argument("--repository", type=Path, default=paths.default_repository(), help="for a local server")
     load = p.add_argument_group("load")
     mode = load.add_mutually_exclusive_group()
     mode.add_argument("--concurrency", default=None, help="closed-loop sweep: comma-separated concurrencies")

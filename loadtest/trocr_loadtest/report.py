@@ -15,6 +15,10 @@ PERCENTILES = ("p50", "p90", "p95", "p99", "max")
 STABILITY = {True: "yes", False: "NO", None: "-"}
 
 
+# Results go under the folder the command runs in (a wheel install has no source tree to write into).
+RESULTS_DIR = Path("loadtest-results")
+
+
 def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value * 1e3:.0f}"
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from trocr_client.logs import configure_logging
+from trocr_serving import paths
 from trocr_serving.launcher import (
     ADMIN_KEY_HEADER,
     DEFAULT_HOST,
@@ -24,12 +25,11 @@ from trocr_serving.launcher import (
 )
 
 LOGGER = logging.getLogger(__name__)
-DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-serve", description=__doc__)
-    p.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY, help="default: %(default)s")
+    p.add_argument("--model-repository", type=Path, default=paths.default_repository(), help="default: %(default)s")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: loopback only)")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)

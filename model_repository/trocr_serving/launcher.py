@@ -135,8 +135,9 @@ def _pytriton_root() -> Path:
     return Path(pytriton.__file__).resolve().parent
 
 
-def prepare_backends(directory: Path) -> Path:
-    """A backend directory holding the Python backend with the stub for this interpreter's version."""
+def prepare_backends(directory: Path, site_module: bool = True) -> Path:
+    """A backend directory holding the Python backend with the stub for this interpreter's version, and the
+    site module that gives the stub this environment's import path (without it: a stock server's layout)."""
     source = _pytriton_root() / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -145,7 +146,8 @@ def prepare_backends(directory: Path) -> Path:
     backends = directory / "backends"
     shutil.copytree(source / "backends", backends, dirs_exist_ok=True)
     shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
-    (backends / "python" / f"{SITE_MODULE}.py").write_text(_site_module_source())
+    if site_module:
+        (backends / "python" / f"{SITE_MODULE}.py").write_text(_site_module_source())
     return backends
 
 

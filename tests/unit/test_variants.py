@@ -82,3 +82,39 @@ def test_a_variant_past_its_bounds_fails_the_build(built_tiny, tmp_path):
 def test_fp16_is_refused_for_the_cpu_with_the_reason():
     with pytest.raises(ValueError, match="--precision fp16 is for --device cuda, not cpu"):
         ServingOptions(device="cpu", precision="fp16")
+
+
+@pytest.fixture(scope="module")
+def built_int8(built_synthetic, tmp_path_factory) -> Built:
+    """int8 of the trained model: on random weights quantization moves outputs at random, so its bounds mean
+    something only on a model that reads."""
+    repository = tmp_path_factory.mktemp("int8")
+    info = build_repository("synthetic:small", repository, options=ServingOptions(precision="int8"))
+    return Built(repository, built_synthetic.model, built_synthetic.processor, info)
+
+
+def op_types(path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_the_int8_build_is_checked_against_fp32_on_the_samples(built_int8):
+    variant = built_int8.info["variant"]
+    assert variant["precision"] == "int8" and variant["validated_on"] == "cpu" and variant["images"] == 6
+    assert 0 < variant["max_log_prob_error"] <= PRECISIONS["int8"].max_log_prob_error
+    assert variant["token_agreement"] >= PRECISIONS["int8"].min_token_agreement and variant["tokens"] > 0
+
+
+def test_int8_graphs_are_fused_then_quantized_with_float32_interfaces(built_int8):
+    encoder_path = built_int8.repository / "encoder" / "1" / names.ENCODER_ONNX
+    encoder = op_types(encoder_path)
+    assert {"Attention", "SkipLayerNormalization", "DynamicQuantizeLinear", "MatMulInteger"} <= encoder
+    assert "Softmax" not in encoder  # every attention block fused
+    decoder_path = built_int8.repository / "scheduler" / "1" / names.DECODER_ONNX
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= op_types(decoder_path)
+    assert io_types(encoder_path) == {names.PIXEL_VALUES: FLOAT, names.CROSS_KEY_VALUES: FLOAT}
+    assert FLOAT16 not in io_types(decoder_path).values()
+
+
+def test_int8_is_refused_for_cuda_with_the_reason():
+    with pytest.raises(ValueError, match="--precision int8 is for --device cpu, not cuda .*use fp16"):
+        ServingOptions(device="cuda", precision="int8")

@@ -13,8 +13,12 @@ response senders and kept many requests in flight made many BLS calls at once fr
 then tritonserver itself, crashed (SIGSEGV) under load.
 """
 
-# First: puts the project environment on the path (see trocr_serving.launcher).
-import trocr_triton_site  # noqa: F401
+# First, under the project's pip launcher only: its site module puts the project's environment on the stub's
+# path (trocr_serving.launcher). A stock Triton (NVIDIA's container) has the packages installed in its Python.
+import contextlib
+
+with contextlib.suppress(ModuleNotFoundError):
+    import trocr_triton_site  # noqa: F401
 
 # isort: split
 

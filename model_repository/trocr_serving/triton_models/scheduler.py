@@ -7,8 +7,12 @@ own images finish. The decoder runs in this process on its own graph, so the cac
 file adapts Triton to the engine (trocr_serving.engine): requests in, responses and metrics out.
 """
 
-# First: puts the project environment on the path (see trocr_serving.launcher).
-import trocr_triton_site  # noqa: F401
+# First, under the project's pip launcher only: its site module puts the project's environment on the stub's
+# path (trocr_serving.launcher). A stock Triton (NVIDIA's container) has the packages installed in its Python.
+import contextlib
+
+with contextlib.suppress(ModuleNotFoundError):
+    import trocr_triton_site  # noqa: F401
 
 # isort: split
 

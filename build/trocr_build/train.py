@@ -1,0 +1,267 @@
+"""`trocr-train`: train `synthetic:small`, a small TrOCR (DeiT encoder, TrOCR decoder, byte vocabulary) on
+synthetic text lines, on the CPU, and write it with the held-out set it is evaluated on.
+
+Every training line is rendered once, on the fly, by a data-loader process (no line is seen twice); the fonts of
+`synthetic_lines.HELD_OUT_FONTS` are used for the held-out set only. The figures (training time, CER on lines of
+the training fonts and on the held-out fonts, by Hugging Face `generate()`) go to `training.json` beside the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from transformers import TrOCRProcessor, VisionEncoderDecoderModel
+
+from trocr_build.model_spec import EOS, PAD, ModelSpec, build_model
+from trocr_build.repository import image_config
+from trocr_build.synthetic_lines import MAX_CHARS, LineRenderer, find_fonts, install_fonts, split_fonts
+from trocr_build.trained_models import SYNTHETIC_MODELS_DIR
+from trocr_client.logs import configure_logging
+from trocr_loadtest.accuracy import character_error_rate
+from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, write_manifest
+from trocr_serving.pipeline_config import ImageConfig
+from trocr_serving.preprocessing import preprocess_one
+
+LOGGER = logging.getLogger(__name__)
+
+SYNTHETIC_SMALL = ModelSpec(
+    image_height=32,
+    image_width=256,
+    patch_size=8,
+    encoder_hidden_size=128,
+    encoder_layers=4,
+    encoder_heads=4,
+    encoder_intermediate_size=512,
+    vocab_size=260,  # the 4 special tokens and the 256 bytes: one token per character
+    d_model=128,
+    decoder_layers=3,
+    decoder_heads=4,
+    decoder_ffn_dim=512,
+    max_position_embeddings=64,
+    max_length=40,
+)
+TRAINING_SEED = 1
+VALIDATION_SEED = 2
+HELDOUT_SEED = 3
+# Training renders small (the model sees 32 pixels of height); the held-out set renders large, like a scan.
+TRAINING_FONT_SIZES = (24, 48)
+CURRICULUM_START_CHARS = 8
+HELDOUT_FONT_SIZES = (28, 64)
+
+
+def server_image_config(processor: TrOCRProcessor) -> ImageConfig:
+    """The server's preprocessing settings for this processor: training feeds exactly what the server will."""
+    size = processor.image_processor.size
+    return image_config(processor.image_processor, size["height"], size["width"])
+
+
+class RenderedLines(IterableDataset):
+    """Lines rendered on the fly; the longest line grows from CURRICULUM_START_CHARS to MAX_CHARS over the first
+    `curriculum_lines` (short lines first: a decoder finds where to look in a short line sooner)."""
+
+    def __init__(self, fonts: list[Path], seed: int, config: ImageConfig, processor, curriculum_lines: int):
+        self.fonts, self.seed, self.config, self.processor = fonts, seed, config, processor
+        self.curriculum_lines = curriculum_lines
+
+    def __iter__(self):
+        worker = get_worker_info()
+        renderer = LineRenderer(self.fonts, self.seed * 1000 + (worker.id if worker else 0), TRAINING_FONT_SIZES)
+        workers = worker.num_workers if worker else 1
+        for count in itertools.count():
+            progress = min(1.0, count * workers / max(1, self.curriculum_lines))
+            renderer.text.max_chars = round(CURRICULUM_START_CHARS + progress * (MAX_CHARS - CURRICULUM_START_CHARS))
+            line = renderer.sample()
+            yield preprocess_one(line.image, self.config), label_ids(self.processor, line.text)
+
+
+class ColumnCtcHead(torch.nn.Module):
+    """Training only (not exported): a CTC loss on the encoder's patch columns (rows averaged). It makes the encoder
+    place each character at its column early, which a cross-attention decoder otherwise discovers slowly
+    (hybrid CTC/attention training, as in speech recognition)."""
+
+    def __init__(self, spec: ModelSpec, prefix_tokens: int):
+        super().__init__()
+        self.rows, self.columns = spec.image_height // spec.patch_size, spec.image_width // spec.patch_size
+        self.prefix_tokens = prefix_tokens  # DeiT's class and distillation tokens
+        self.projection = torch.nn.Linear(spec.encoder_hidden_size, spec.vocab_size)
+
+    def loss(self, encoder_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        batch, _, hidden = encoder_states.shape
+        patches = encoder_states[:, self.prefix_tokens :].reshape(batch, self.rows, self.columns, hidden).mean(1)
+        log_probs = self.projection(patches).log_softmax(-1).transpose(0, 1)  # [columns, batch, vocab]
+        targets = labels.clone()
+        targets[(targets == EOS) | (targets < 0)] = PAD  # the text alone; PAD is the blank
+        target_lengths = (targets != PAD).sum(1)
+        input_lengths = torch.full((batch,), self.columns, dtype=torch.long)
+        return torch.nn.functional.ctc_loss(
+            log_probs, targets, input_lengths, target_lengths, blank=PAD, zero_infinity=True
+        )
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each position's logits against its own label. Not the model's `.loss`: in transformers
+    4.57 a VisionEncoderDecoderModel without a loss_type falls back to the causal-LM loss, which shifts the labels
+    once more (the decoder inputs are already shifted right), so it trains every position on the token after
+    next and the model never learns to read."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def label_ids(processor: TrOCRProcessor, text: str) -> list[int]:
+    return [*processor.tokenizer(text, add_special_tokens=False).input_ids, EOS]
+
+
+def collate(batch: list[tuple[np.ndarray, list[int]]]) -> dict[str, torch.Tensor]:
+    pixels, labels = zip(*batch)
+    length = max(len(ids) for ids in labels)
+    padded = torch.full((len(labels), length), -100, dtype=torch.long)  # -100: ignored by the loss
+    for row, ids in enumerate(labels):
+        padded[row, : len(ids)] = torch.tensor(ids)
+    return {"pixel_values": torch.from_numpy(np.stack(pixels)), "labels": padded}
+
+
+def transcribe(
+    model: VisionEncoderDecoderModel, processor: TrOCRProcessor, images: list[Image.Image], batch: int = 64
+) -> list[str]:
+    """Greedy `generate()`, the reference the server is compared with."""
+    config = server_image_config(processor)
+    texts = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            pixels = torch.from_numpy(np.stack([preprocess_one(im, config) for im in images[start : start + batch]]))
+            ids = model.generate(pixels, num_beams=1, do_sample=False)
+            texts += processor.batch_decode(ids, skip_special_tokens=True)
+    return texts
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup_steps: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def render_lines(fonts: list[Path], seed: int, count: int, font_sizes: tuple[int, int]) -> list:
+    renderer = LineRenderer(fonts, seed, font_sizes)
+    return [renderer.sample() for _ in range(count)]
+
+
+def train(args: argparse.Namespace) -> dict:
+    started = time.monotonic()
+    torch.manual_seed(TRAINING_SEED)
+    torch.set_num_threads(args.threads)
+    install_fonts()
+    training_fonts, heldout_fonts = split_fonts(find_fonts())
+    model, processor = build_model(SYNTHETIC_SMALL)
+    config = server_image_config(processor)
+    validation = render_lines(training_fonts, VALIDATION_SEED, args.validation_lines, TRAINING_FONT_SIZES)
+    loader = DataLoader(
+        RenderedLines(
+            training_fonts, TRAINING_SEED, config, processor, int(args.curriculum * args.steps * args.batch_size)
+        ),
+        batch_size=args.batch_size,
+        num_workers=args.loader_workers,
+        collate_fn=collate,
+        prefetch_factor=4,
+        persistent_workers=True,
+    )
+    prefix_tokens = model.encoder(torch.zeros(1, 3, config.height, config.width)).last_hidden_state.shape[1] - (
+        SYNTHETIC_SMALL.image_height // SYNTHETIC_SMALL.patch_size
+    ) * (SYNTHETIC_SMALL.image_width // SYNTHETIC_SMALL.patch_size)
+    ctc = ColumnCtcHead(SYNTHETIC_SMALL, prefix_tokens)
+    parameters = [*model.parameters(), *ctc.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+    history = []
+    batches = iter(loader)
+    for step in range(args.steps):
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args.steps, args.learning_rate, args.warmup_steps)
+        batch = next(batches)
+        output = model(**batch)
+        text_loss = token_loss(output.logits, batch["labels"])
+        loss = text_loss + args.ctc_weight * ctc.loss(output.encoder_last_hidden_state, batch["labels"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            hypotheses = transcribe(model, processor, [line.image for line in validation])
+            cer = character_error_rate([line.text for line in validation], hypotheses)
+            minutes = (time.monotonic() - started) / 60
+            history.append(
+                {"step": step + 1, "loss": round(text_loss.item(), 4), "cer": round(cer, 4), "minutes": minutes}
+            )
+            LOGGER.info(
+                "step %d  loss %.4f  CER %.2f%% (training fonts)  %.1f min", step + 1, text_loss, 100 * cer, minutes
+            )
+    training_minutes = (time.monotonic() - started) / 60
+    model.eval()
+    model.save_pretrained(args.output)
+    processor.save_pretrained(args.output)
+    heldout = render_lines(heldout_fonts, HELDOUT_SEED, args.heldout_lines, HELDOUT_FONT_SIZES)
+    lines = write_manifest(args.heldout_output, heldout)
+    images = [Image.open(line.path).convert("RGB") for line in lines]
+    hypotheses = transcribe(model, processor, images)
+    figures = {
+        "command": " ".join(["trocr-train", *map(shlex.quote, sys.argv[1:])]),
+        "spec": SYNTHETIC_SMALL.__dict__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": args.steps,
+        "ctc_weight": args.ctc_weight,
+        "curriculum": args.curriculum,
+        "batch_size": args.batch_size,
+        "training_lines": args.steps * args.batch_size,
+        "training_minutes": round(training_minutes, 1),
+        "threads": args.threads,
+        "training_fonts": sorted(path.stem for path in training_fonts),
+        "heldout_fonts": sorted(path.stem for path in heldout_fonts),
+        "validation_cer": history[-1]["cer"],
+        "heldout_cer": round(character_error_rate([line.text for line in lines], hypotheses), 4),
+        "heldout_lines": len(lines),
+        "history": history,
+    }
+    (args.output / "training.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trocr-train", description=__doc__)
+    p.add_argument("--output", type=Path, default=SYNTHETIC_MODELS_DIR / "small", help="default: %(default)s")
+    p.add_argument("--heldout-output", type=Path, default=HELDOUT_SET_DIR, help="default: %(default)s")
+    p.add_argument("--steps", type=int, default=2400)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--curriculum", type=float, default=0.3, help="share of the steps over which lines lengthen")
+    p.add_argument("--ctc-weight", type=float, default=0.3, help="of the training-only CTC loss on the encoder")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    p.add_argument("--loader-workers", type=int, default=1, help="processes rendering lines")
+    p.add_argument("--eval-every", type=int, default=300, help="steps between checks on the validation lines")
+    p.add_argument("--validation-lines", type=int, default=128)
+    p.add_argument("--heldout-lines", type=int, default=300)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    configure_logging(args.verbose)
+    print(json.dumps({k: v for k, v in train(args).items() if k != "history"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

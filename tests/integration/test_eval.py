@@ -1,0 +1,107 @@
+"""`trocr-eval` against the real server on the trained model: its CER on held-out fonts, the same as `generate()`
+in-process on the same images; the IAM and manifest loaders end to end; a bad image counted, not fatal; two runs
+compared."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from tests.images import NOT_AN_IMAGE
+from trocr_build.train import transcribe
+from trocr_loadtest import evaluate
+from trocr_loadtest.accuracy import character_error_rate
+from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, load_manifest
+
+pytestmark = pytest.mark.integration
+LINES = 60  # of the held-out set: enough characters (about 1000) for a CER to 0.1 point
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory):
+    """The first LINES lines of the shipped held-out set, as a manifest of their own."""
+    folder = tmp_path_factory.mktemp("heldout")
+    rows = (HELDOUT_SET_DIR / MANIFEST_FILE).read_text().splitlines()[:LINES]
+    for row in rows:
+        path = json.loads(row)["path"]
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(HELDOUT_SET_DIR / path, folder / path)
+    (folder / MANIFEST_FILE).write_text("\n".join(rows) + "\n")
+    return folder / MANIFEST_FILE
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = evaluate.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_trained_model_reads_held_out_fonts_as_generate_does(synthetic, subset, tmp_path, capsys):
+    code, out, _ = run(capsys, "--url", synthetic.server.grpc_url, "--manifest", subset, "--json", tmp_path / "a.json")
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert code == evaluate.EXIT_OK and report["lines"] == LINES and report["failed"] == 0
+    assert report["cer"] < 0.05, out
+    assert report["label"] == "synthetic:small fp32" and report["lines_per_s"] > 0
+    assert "normalisation: case-sensitive, punctuation kept, whitespace collapsed" in out and "CER " in out
+    lines = load_manifest(subset)
+    images = [Image.open(line.path).convert("RGB") for line in lines]
+    in_process = character_error_rate(
+        [line.text for line in lines], transcribe(synthetic.model, synthetic.processor, images)
+    )
+    assert report["cer"] == pytest.approx(in_process, abs=0.001)
+
+
+def test_a_bad_image_is_counted_and_listed_and_its_neighbours_are_read(synthetic, subset, tmp_path, capsys):
+    lines = load_manifest(subset)[:5]
+    (tmp_path / "broken.png").write_bytes(NOT_AN_IMAGE)
+    manifest = tmp_path / "set.csv"
+    rows = [f"{line.path},{line.text}" for line in lines] + ["broken.png,some text"]
+    manifest.write_text("path,text\n" + "\n".join(rows) + "\n")
+    code, out, _ = run(
+        capsys, "--url", synthetic.server.grpc_url, "--manifest", manifest, "--json", tmp_path / "r.json"
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert code == evaluate.EXIT_OK and report["lines"] == 6 and report["failed"] == 1
+    broken = report["per_line"][-1]
+    assert "not a decodable image" in broken["error"] and broken["cer"] == 1.0
+    assert sum(line["char_edits"] for line in report["per_line"][:5]) < sum(
+        line["chars"] for line in report["per_line"][:5]
+    )
+    assert "broken.png" in out and "<error: " in out
+
+
+def test_iam_layout_and_a_comparison_of_two_runs(synthetic, subset, tmp_path, capsys):
+    lines = load_manifest(subset)[:8]
+    iam_rows = []
+    for index, line in enumerate(lines):
+        line_id = f"a01-000u-{index:02d}"
+        target = tmp_path / "lines" / "a01" / "a01-000u" / f"{line_id}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(line.path).save(target)
+        iam_rows.append(f"{line_id} ok 154 19 408 746 1661 89 {line.text.replace(' ', '|')}")
+    (tmp_path / "lines.txt").write_text("# IAM lines\n" + "\n".join(iam_rows) + "\n")
+    url = synthetic.server.grpc_url
+    one, four = tmp_path / "one.json", tmp_path / "four.json"
+    assert run(capsys, "--url", url, "--iam", tmp_path / "lines.txt", "--json", one, "--lowercase")[0] == 0
+    argv = ("--url", url, "--iam", tmp_path / "lines.txt", "--json", four, "--lowercase", "--images-per-request", 4)
+    assert run(capsys, *argv, "--label", "four per request")[0] == 0
+    code, out, _ = run(capsys, "--compare", one, four)
+    assert code == evaluate.EXIT_OK and "four per request" in out
+    assert "lines transcribed differently: 0 of 8" in out  # batching changes nothing
+    assert json.loads(one.read_text())["normalisation"]["lowercase"] is True
+    strict = tmp_path / "strict.json"
+    run(capsys, "--url", url, "--iam", tmp_path / "lines.txt", "--json", strict)
+    code, _, err = run(capsys, "--compare", one, strict)
+    assert code == evaluate.EXIT_USAGE and "differ in normalisation" in err
+
+
+def test_an_unreachable_server_and_a_missing_set_exit_with_their_codes(capsys, tmp_path):
+    assert (
+        run(capsys, "--url", "127.0.0.1:1", "--manifest", HELDOUT_SET_DIR / MANIFEST_FILE)[0]
+        == evaluate.EXIT_UNREACHABLE
+    )
+    code, _, err = run(capsys, "--manifest", tmp_path / "none.jsonl")
+    assert code == evaluate.EXIT_USAGE and "none.jsonl" in err

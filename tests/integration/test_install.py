@@ -1,0 +1,171 @@
+"""A wheel install works like an editable one, and its repository needs nothing that a stock Triton lacks.
+
+The wheel is built from a copy of the source tree and installed into a fresh virtual environment; its
+dependencies come from this environment's site-packages (a .pth file, which does not bring this environment's
+editable install of the project: its own .pth files are not read from there), so every `trocr_*` module the
+new environment imports is the wheel's. That environment builds the repository from package data only, serves
+it with the project's launcher, and a `tritonserver` started directly, without the launcher's site module,
+loads the same repository with the packages made importable by the server's Python the way NVIDIA's container
+does it (installed into that Python: here, its user site-packages).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from trocr_client import TrOCRClient
+from trocr_client.images import sample_paths
+from trocr_serving.launcher import free_port, prepare_backends
+
+pytestmark = pytest.mark.integration
+SOURCE = Path(__file__).resolve().parents[2]
+NOT_COPIED = shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "loadtest-results", "dist", "tests")
+
+
+@dataclass
+class Installed:
+    root: Path
+    python: Path
+    site_packages: Path
+    repository: Path
+    env: dict
+
+    def run(self, *argv, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(a) for a in argv], env=self.env, capture_output=True, text=True, check=True, timeout=900, **kwargs
+        )
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Installed:
+    root = tmp_path_factory.mktemp("wheel-install")
+    source = root / "source"  # setuptools writes build/ into the tree it builds: not into this checkout's build/
+    shutil.copytree(SOURCE, source, ignore=NOT_COPIED)
+    wheels = root / "dist"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True)
+    (wheel,) = wheels.glob("trocr_triton-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([*pip, "--python", python, "install", "--no-deps", "--no-index", wheel], check=True)
+    site_packages = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    (site_packages / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    env = {
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(root / "home"),
+        "TROCR_TRITON_CACHE": str(root / "cache"),
+    }
+    return Installed(root, python, site_packages, root / "cache" / "repository", env)
+
+
+def test_the_wheel_holds_the_package_data_and_is_what_the_new_environment_imports(installed):
+    code = (
+        "import trocr_build, trocr_client, trocr_loadtest, trocr_serving\n"
+        "from trocr_serving.paths import MODEL_FILES_DIR\n"
+        "from trocr_client.images import sample_paths\n"
+        "from trocr_build.trained_models import synthetic_model_dir\n"
+        "from trocr_loadtest.eval_sets import HELDOUT_SET_DIR\n"
+        "for module in (trocr_build, trocr_client, trocr_loadtest, trocr_serving): print(module.__file__)\n"
+        "print(sorted(p.name for p in MODEL_FILES_DIR.glob('*.py')))\n"
+        "print(len(sample_paths()), synthetic_model_dir('synthetic:small').is_dir(), HELDOUT_SET_DIR.is_dir())\n"
+    )
+    lines = installed.run(installed.python, "-c", code).stdout.splitlines()
+    assert all(Path(line).is_relative_to(installed.site_packages) for line in lines[:4]), lines
+    assert lines[4:] == ["['encoder.py', 'scheduler.py', 'trocr.py']", "6 True True"]
+
+
+@pytest.fixture(scope="module")
+def demo_output(installed) -> str:
+    """`trocr-demo` of the wheel install: builds the default repository (the trained model), serves, reads."""
+    return installed.run("trocr-demo").stdout
+
+
+def test_a_wheel_install_builds_a_repository_of_models_only_and_serves_it(installed, demo_output):
+    assert sorted(p.name for p in installed.repository.iterdir()) == [
+        "build_info.json",
+        "encoder",
+        "scheduler",
+        "trocr",
+    ]
+    code = [p.relative_to(installed.repository) for p in installed.repository.rglob("*.py")]
+    assert sorted(map(str, code)) == ["encoder/1/model.py", "scheduler/1/model.py", "trocr/1/model.py"]
+    assert "6 images transcribed by synthetic:small through Triton" in demo_output
+    assert "The quick brown fox" in demo_output  # the trained model reads the samples
+
+
+def _stock_server(installed: Installed, backends: Path, ports: dict[str, int]) -> subprocess.Popen:
+    import pytriton
+
+    root = Path(pytriton.__file__).resolve().parent
+    # As `pip install` into the server's own Python would: the wheel's packages and their dependencies on the
+    # path of the Python that the backend stub embeds (its user site-packages, under this HOME).
+    user_site = (
+        Path(installed.env["HOME"]) / ".local" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    )
+    (user_site / "site-packages").mkdir(parents=True, exist_ok=True)
+    (user_site / "site-packages" / "trocr-triton.pth").write_text(
+        f"{installed.site_packages}\n{sysconfig.get_path('purelib')}\n"
+    )
+    env = {
+        **installed.env,
+        "LD_LIBRARY_PATH": str(root.parent / "nvidia_pytriton.libs"),
+        "OMP_NUM_THREADS": "2",
+    }
+    command = [
+        str(root / "tritonserver" / "bin" / "tritonserver"),
+        f"--model-repository={installed.repository}",
+        f"--backend-directory={backends}",
+        *(f"--{name}-address=127.0.0.1" for name in ports),
+        *(f"--{name}-port={port}" for name, port in ports.items()),
+    ]
+    log = (installed.root / "stock-server.log").open("w")
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_a_stock_tritonserver_loads_the_repository_with_the_packages_in_its_python(installed, demo_output):
+    backends = prepare_backends(installed.root / "stock", site_module=False)
+    assert not list(backends.rglob("trocr_triton_site*"))
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    server = _stock_server(installed, backends, ports)
+    try:
+        deadline = time.monotonic() + 240
+        ready = False
+        while not ready and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/v2/health/ready", timeout=2) as reply:
+                    ready = reply.status == 200
+            except OSError:
+                time.sleep(1)
+        log = (installed.root / "stock-server.log").read_text()
+        assert ready, f"the stock server did not become ready:\n{log[-4000:]}"
+        with TrOCRClient(f"127.0.0.1:{ports['grpc']}", timeout_s=120) as client:
+            results = client.transcribe(sample_paths())
+        assert all(result.ok for result in results)
+        for path, result in zip(sample_paths(), results):  # the same texts as the launcher's server gave
+            assert f"{path.name:24s} score {result.score:7.3f}  {result.text}" in demo_output
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

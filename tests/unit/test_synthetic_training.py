@@ -1,0 +1,65 @@
+"""The synthetic training lines (fonts, text, rendering) and `trocr-train` end to end on a few steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import VisionEncoderDecoderModel
+
+from trocr_build.synthetic_lines import (
+    CHARSET,
+    HELD_OUT_FONTS,
+    MAX_CHARS,
+    MIN_CHARS,
+    FontsMissingError,
+    LineRenderer,
+    find_fonts,
+    install_fonts,
+    split_fonts,
+)
+from trocr_build.train import main as train_main
+from trocr_loadtest.eval_sets import MANIFEST_FILE, load_manifest
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    install_fonts()
+    return split_fonts(find_fonts())
+
+
+def test_the_held_out_fonts_are_never_training_fonts(fonts):
+    training, heldout = fonts
+    assert [path.stem for path in heldout] == list(HELD_OUT_FONTS)
+    assert not {path.stem for path in training} & set(HELD_OUT_FONTS)
+    assert len(training) >= 10
+
+
+def test_missing_fonts_are_named_with_the_packages_to_install():
+    with pytest.raises(FontsMissingError, match="missing \\['Humor-Sans', 'BecauseWeConnect-Regular'\\].*fonts-bwht"):
+        split_fonts({})
+
+
+def test_rendered_lines_are_varied_and_their_text_is_drawable(fonts):
+    training, _ = fonts
+    renderer = LineRenderer(training, seed=5, font_sizes=(20, 44))
+    lines = [renderer.sample() for _ in range(40)]
+    assert all(MIN_CHARS <= len(line.text) <= MAX_CHARS and set(line.text) <= set(CHARSET) for line in lines)
+    assert all(line.image.mode == "RGB" and line.image.width > line.image.height for line in lines)
+    assert len({line.font for line in lines}) > 10 and len({line.image.height for line in lines}) > 5
+    again = LineRenderer(training, seed=5, font_sizes=(20, 44)).sample()
+    assert (again.text, again.font) == (lines[0].text, lines[0].font)  # seeded
+
+
+def test_trocr_train_writes_a_loadable_model_its_figures_and_the_held_out_set(tmp_path, capsys):
+    model_dir, heldout_dir = tmp_path / "model", tmp_path / "heldout"
+    argv = ["--output", str(model_dir), "--heldout-output", str(heldout_dir), "--steps", "2", "--batch-size", "4"]
+    train_main([*argv, "--eval-every", "1", "--validation-lines", "4", "--heldout-lines", "6", "--warmup-steps", "1"])
+    figures = json.loads((model_dir / "training.json").read_text())
+    assert figures["steps"] == 2 and [h["step"] for h in figures["history"]] == [1, 2]
+    assert figures["heldout_fonts"] == sorted(HELD_OUT_FONTS) and figures["heldout_lines"] == 6
+    assert figures["heldout_cer"] >= 0 and figures["command"].startswith("trocr-train --output")
+    assert VisionEncoderDecoderModel.from_pretrained(model_dir).config.encoder.patch_size == 8
+    lines = load_manifest(heldout_dir / MANIFEST_FILE)
+    assert len(lines) == 6 and all(line.path.is_file() for line in lines)
+    assert '"heldout_cer"' in capsys.readouterr().out
