@@ -17,9 +17,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-build", description=__doc__)
     p.add_argument(
         "--model",
-        default="synthetic:small",
-        help="Hugging Face id (microsoft/trocr-small-handwritten), local directory, synthetic:small (trained here "
-        "on synthetic lines, shipped, offline), or random:small / random:tiny (seeded random weights, offline, "
+        default="random:small",
+        help="Hugging Face id (microsoft/trocr-small-handwritten), local directory, synthetic:<name> (made by "
+        "trocr-train), or random:small / random:tiny (seeded random weights, offline, "
         "meaningless text). Default: %(default)s",
     )
     p.add_argument(

@@ -1,5 +1,5 @@
 """`trocr-train`: train `synthetic:small`, a small TrOCR (DeiT encoder, TrOCR decoder, byte vocabulary) on
-synthetic text lines, on the CPU, and write it with the held-out set it is evaluated on.
+synthetic text lines, on the CPU, and write it (into the cache folder) with the held-out set it is evaluated on.
 
 Every training line is rendered once, on the fly, by a data-loader process (no line is seen twice); the fonts of
 `synthetic_lines.HELD_OUT_FONTS` are used for the held-out set only. The figures (training time, CER on lines of
@@ -27,7 +27,7 @@ from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 from trocr_build.model_spec import EOS, PAD, ModelSpec, build_model
 from trocr_build.repository import image_config
 from trocr_build.synthetic_lines import MAX_CHARS, LineRenderer, find_fonts, install_fonts, split_fonts
-from trocr_build.trained_models import SYNTHETIC_MODELS_DIR
+from trocr_build.trained_models import synthetic_models_dir
 from trocr_client.logs import configure_logging
 from trocr_loadtest.accuracy import character_error_rate
 from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, write_manifest
@@ -159,7 +159,12 @@ def render_lines(fonts: list[Path], seed: int, count: int, font_sizes: tuple[int
     return [renderer.sample() for _ in range(count)]
 
 
-def train(args: argparse.Namespace) -> dict:
+def write_heldout_set(directory: Path, heldout_fonts: list[Path], lines: int) -> list:
+    """The held-out lines (fonts no training line uses), rendered large like a scan, as images and a manifest."""
+    return write_manifest(directory, render_lines(heldout_fonts, HELDOUT_SEED, lines, HELDOUT_FONT_SIZES))
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> dict:
     started = time.monotonic()
     torch.manual_seed(TRAINING_SEED)
     torch.set_num_threads(args.threads)
@@ -212,12 +217,11 @@ def train(args: argparse.Namespace) -> dict:
     model.eval()
     model.save_pretrained(args.output)
     processor.save_pretrained(args.output)
-    heldout = render_lines(heldout_fonts, HELDOUT_SEED, args.heldout_lines, HELDOUT_FONT_SIZES)
-    lines = write_manifest(args.heldout_output, heldout)
+    lines = write_heldout_set(args.heldout_output, heldout_fonts, args.heldout_lines)
     images = [Image.open(line.path).convert("RGB") for line in lines]
     hypotheses = transcribe(model, processor, images)
     figures = {
-        "command": " ".join(["trocr-train", *map(shlex.quote, sys.argv[1:])]),
+        "command": " ".join(["trocr-train", *map(shlex.quote, argv)]),
         "spec": SYNTHETIC_SMALL.__dict__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": args.steps,
@@ -240,7 +244,9 @@ def train(args: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-train", description=__doc__)
-    p.add_argument("--output", type=Path, default=SYNTHETIC_MODELS_DIR / "small", help="default: %(default)s")
+    p.add_argument(
+        "--output", type=Path, default=synthetic_models_dir() / "small", help="model folder (default: %(default)s)"
+    )
     p.add_argument("--heldout-output", type=Path, default=HELDOUT_SET_DIR, help="default: %(default)s")
     p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--batch-size", type=int, default=64)
@@ -252,15 +258,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--loader-workers", type=int, default=1, help="processes rendering lines")
     p.add_argument("--eval-every", type=int, default=300, help="steps between checks on the validation lines")
     p.add_argument("--validation-lines", type=int, default=128)
-    p.add_argument("--heldout-lines", type=int, default=300)
+    p.add_argument("--heldout-lines", type=int, default=200)
+    p.add_argument("--heldout-only", action="store_true", help="only render the held-out set (no training)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     configure_logging(args.verbose)
-    print(json.dumps({k: v for k, v in train(args).items() if k != "history"}, indent=2))
+    if args.heldout_only:
+        install_fonts()
+        lines = write_heldout_set(args.heldout_output, split_fonts(find_fonts())[1], args.heldout_lines)
+        print(f"{len(lines)} held-out lines written to {args.heldout_output}")
+        return
+    print(json.dumps({k: v for k, v in train(args, argv).items() if k != "history"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,29 @@
-"""Models trained here and shipped in the package (`synthetic:small`), and the one place that turns a model name
-(Hugging Face id, local directory, random:<name>, synthetic:<name>) into a directory or hub id."""
+"""Models trained here by `trocr-train` (`synthetic:<name>`, kept in the cache folder), and the one place that
+turns a model name (Hugging Face id, local directory, random:<name>, synthetic:<name>) into what
+`from_pretrained` loads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from trocr_build.random_model import is_random_model, random_model_dir
+from trocr_serving import paths
 
 SYNTHETIC_PREFIX = "synthetic:"
-SYNTHETIC_MODELS_DIR = Path(__file__).parent / "synthetic_models"
+
+
+def synthetic_models_dir() -> Path:
+    return paths.cache_dir() / "synthetic-models"
 
 
 def synthetic_model_dir(model: str) -> Path:
     name = model.removeprefix(SYNTHETIC_PREFIX)
-    directory = SYNTHETIC_MODELS_DIR / name
+    directory = synthetic_models_dir() / name
     if not (directory / "model.safetensors").exists():
-        shipped = sorted(p.name for p in SYNTHETIC_MODELS_DIR.glob("*/model.safetensors"))
-        raise ValueError(f"unknown model {model!r}: the trained models shipped are {shipped or 'none'}")
+        trained = sorted(p.parent.name for p in synthetic_models_dir().glob("*/model.safetensors"))
+        raise ValueError(
+            f"unknown model {model!r}: trocr-train has made {trained or 'none'} in {synthetic_models_dir()}"
+        )
     return directory
 
 

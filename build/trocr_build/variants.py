@@ -57,13 +57,15 @@ def _fp16(encoder: Path, decoder: Path) -> None:
     _to_float16(decoder, list(FLOAT32_DECODER_OUTPUTS))
 
 
-# Quantized to int8 (weights per output channel, activations per call): the weight matrix products.
+# Quantized to int8 (weights per output channel, activations per call): the weight matrix products (and
+# a fused Attention's, where the fusion applies).
 INT8_OPS = ("MatMul", "Gemm", "Attention")
 
 
 def _fuse_encoder(path: Path) -> None:
-    """ONNX Runtime's transformer fusions (multi-head Attention, LayerNorm, SkipLayerNorm, Gelu, bias adds): one
-    fused node per block, whose matrix products the quantizer then turns into int8 kernels."""
+    """ONNX Runtime's transformer fusions for ViT-like encoders: LayerNorm with its residual add
+    (SkipLayerNormalization) and bias with GELU (BiasGelu). Its multi-head Attention fusion does not match the
+    attention of the encoder as exported (PyTorch's SDPA): those matrix products are quantized unfused."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)

@@ -28,7 +28,7 @@ from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.report import RESULTS_DIR
 from trocr_loadtest.server_metrics import ServerFigures, scrape
 from trocr_loadtest.stats import summarize
-from trocr_loadtest.variant_table import as_dicts, measure_variants, render_variants
+from trocr_loadtest.variant_table import as_dicts, encoder_speeds, measure_variants, render_variants
 from trocr_serving import paths
 from trocr_serving.execution import DEVICES, Execution
 from trocr_serving.launcher import TritonServer
@@ -87,6 +87,11 @@ def parser() -> argparse.ArgumentParser:
         "variants (instead of the baselines): each precision built, served, loaded and read for its CER"
     )
     variants.add_argument("--variants", default=None, help="comma-separated precisions, e.g. fp32,int8")
+    variants.add_argument(
+        "--encoder-only",
+        action="store_true",
+        help="with --variants: only the encoder of --repository, converted to each precision, timed in-process",
+    )
     variants.add_argument("--variant-concurrency", type=int, default=16)
     variants.add_argument("--rounds", type=int, default=2, help="times each variant is measured, alternating")
     variants.add_argument(
@@ -254,6 +259,9 @@ def serving_options(args) -> ServingOptions:
 
 def compare_variants(args) -> int:
     precisions = args.variants.split(",")
+    if args.encoder_only:
+        print("\n".join(encoder_speeds(args.repository, precisions, [1, 8])))
+        return 0
     rows = measure_variants(
         args.model, precisions, args.workdir, args.variant_concurrency, args.duration_s, args.warmup_s, args.rounds
     )

@@ -77,7 +77,7 @@ def write_manifest(directory: Path, rendered: Iterable) -> list[LabelledLine]:
     lines, entries = [], []
     for index, line in enumerate(rendered):
         relative = f"images/{index:04d}.jpg"
-        line.image.save(directory / relative, quality=92)
+        line.image.save(directory / relative, quality=85)
         lines.append(LabelledLine(directory / relative, line.text))
         entries.append(json.dumps({"path": relative, "text": line.text, "font": line.font}))
     (directory / MANIFEST_FILE).write_text("\n".join(entries) + "\n", encoding="utf-8")

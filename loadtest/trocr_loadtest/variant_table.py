@@ -5,6 +5,10 @@ honoured), then read through the server for its CER. Used by `trocr-bench --vari
 from __future__ import annotations
 
 import logging
+import shutil
+import statistics
+import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,6 +95,46 @@ def render_variants(rows: list[VariantRow], concurrency: int) -> str:
             f"| {row.p50_s:.3f} | {100 * row.cer:.2f}% | {100 * row.wer:.2f}% | {row.failed} | {checked} |"
         )
     return "\n".join(out)
+
+
+def encoder_speeds(repository: Path, precisions: list[str], batches: list[int], repeats: int = 5) -> list[str]:
+    """The repository's encoder converted to each precision (the build's own conversion, on a copy), timed
+    in-process at each batch size, alternating between precisions; median per image. Any weights will do:
+    speed does not depend on them (random weights fail int8's accuracy check, not its kernels)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from trocr_build.variants import PRECISIONS
+    from trocr_serving import graph_names as names
+
+    sessions = {}
+    with tempfile.TemporaryDirectory(prefix="trocr-encoder-") as folder:
+        for precision in precisions:
+            encoder = Path(folder) / precision / names.ENCODER_ONNX
+            decoder = encoder.with_name(names.DECODER_ONNX)
+            encoder.parent.mkdir()
+            shutil.copyfile(repository / "encoder" / "1" / names.ENCODER_ONNX, encoder)
+            shutil.copyfile(repository / "scheduler" / "1" / names.DECODER_ONNX, decoder)
+            if PRECISIONS[precision].convert is not None:
+                PRECISIONS[precision].convert(encoder, decoder)
+            sessions[precision] = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
+    _, _, height, width = sessions[precisions[0]].get_inputs()[0].shape
+    lines = [
+        f"| encoder | {' | '.join(precisions)} | {precisions[-1]} speed-up |",
+        "| --- " * (len(precisions) + 2) + "|",
+    ]
+    for batch in batches:
+        pixels = np.random.default_rng(0).standard_normal((batch, 3, height, width)).astype(np.float32)
+        times: dict[str, list[float]] = {precision: [] for precision in precisions}
+        for _ in range(repeats + 1):  # the first round warms up
+            for precision, session in sessions.items():
+                started = time.perf_counter()
+                session.run(None, {names.PIXEL_VALUES: pixels})
+                times[precision].append(time.perf_counter() - started)
+        per_image = {p: statistics.median(t[1:]) / batch for p, t in times.items()}
+        cells = " | ".join(f"{1e3 * per_image[p]:.1f} ms/image" for p in precisions)
+        lines.append(f"| batch {batch} | {cells} | {per_image[precisions[0]] / per_image[precisions[-1]]:.2f}x |")
+    return lines
 
 
 def as_dicts(rows: list[VariantRow]) -> list[dict]:

@@ -111,10 +111,18 @@ def _die_with_parent(parent_pid: int):
     return set_parent_death_signal
 
 
+def free_ports(count: int, host: str = DEFAULT_HOST) -> list[int]:
+    """`count` distinct free ports: all bound at once, so the system cannot hand out one twice (picked one by
+    one, HTTP and gRPC once got the same port and the server refused to start)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def free_port(host: str = DEFAULT_HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -221,7 +229,7 @@ class Ports:
 
     @classmethod
     def pick(cls, host: str) -> Ports:
-        return cls(free_port(host), free_port(host), free_port(host))
+        return cls(*free_ports(3, host))
 
 
 class TritonServer:

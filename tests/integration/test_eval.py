@@ -1,6 +1,6 @@
-"""`trocr-eval` against the real server on the trained model: its CER on held-out fonts, the same as `generate()`
-in-process on the same images; the IAM and manifest loaders end to end; a bad image counted, not fatal; two runs
-compared."""
+"""`trocr-eval` against the real server: its CER over the held-out synthetic lines is the CER of `generate()`
+in-process on the same images (random weights: the rate itself means nothing, the agreement does); the IAM and
+manifest loaders end to end; a bad image counted, not fatal; two runs compared."""
 
 from __future__ import annotations
 
@@ -39,41 +39,34 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_the_trained_model_reads_held_out_fonts_as_generate_does(synthetic, subset, tmp_path, capsys):
-    code, out, _ = run(capsys, "--url", synthetic.server.grpc_url, "--manifest", subset, "--json", tmp_path / "a.json")
+def test_the_cer_through_the_server_is_the_cer_of_generate_in_process(tiny, subset, tmp_path, capsys):
+    code, out, _ = run(capsys, "--url", tiny.server.grpc_url, "--manifest", subset, "--json", tmp_path / "a.json")
     report = json.loads((tmp_path / "a.json").read_text())
     assert code == evaluate.EXIT_OK and report["lines"] == LINES and report["failed"] == 0
-    assert report["cer"] < 0.05, out
-    assert report["label"] == "synthetic:small fp32" and report["lines_per_s"] > 0
+    assert report["label"] == "random:tiny fp32" and report["lines_per_s"] > 0 and report["chars"] > 500
     assert "normalisation: case-sensitive, punctuation kept, whitespace collapsed" in out and "CER " in out
     lines = load_manifest(subset)
-    images = [Image.open(line.path).convert("RGB") for line in lines]
-    in_process = character_error_rate(
-        [line.text for line in lines], transcribe(synthetic.model, synthetic.processor, images)
-    )
-    assert report["cer"] == pytest.approx(in_process, abs=0.001)
+    hypotheses = transcribe(tiny.model, tiny.processor, [Image.open(line.path).convert("RGB") for line in lines])
+    assert [line["hypothesis"] for line in report["per_line"]] == [" ".join(h.split()) for h in hypotheses]
+    assert report["cer"] == pytest.approx(character_error_rate([line.text for line in lines], hypotheses), abs=0.001)
 
 
-def test_a_bad_image_is_counted_and_listed_and_its_neighbours_are_read(synthetic, subset, tmp_path, capsys):
+def test_a_bad_image_is_counted_and_listed_and_its_neighbours_are_read(tiny, subset, tmp_path, capsys):
     lines = load_manifest(subset)[:5]
     (tmp_path / "broken.png").write_bytes(NOT_AN_IMAGE)
     manifest = tmp_path / "set.csv"
     rows = [f"{line.path},{line.text}" for line in lines] + ["broken.png,some text"]
     manifest.write_text("path,text\n" + "\n".join(rows) + "\n")
-    code, out, _ = run(
-        capsys, "--url", synthetic.server.grpc_url, "--manifest", manifest, "--json", tmp_path / "r.json"
-    )
+    code, out, _ = run(capsys, "--url", tiny.server.grpc_url, "--manifest", manifest, "--json", tmp_path / "r.json")
     report = json.loads((tmp_path / "r.json").read_text())
     assert code == evaluate.EXIT_OK and report["lines"] == 6 and report["failed"] == 1
     broken = report["per_line"][-1]
     assert "not a decodable image" in broken["error"] and broken["cer"] == 1.0
-    assert sum(line["char_edits"] for line in report["per_line"][:5]) < sum(
-        line["chars"] for line in report["per_line"][:5]
-    )
+    assert not any(line.get("error") for line in report["per_line"][:5])
     assert "broken.png" in out and "<error: " in out
 
 
-def test_iam_layout_and_a_comparison_of_two_runs(synthetic, subset, tmp_path, capsys):
+def test_iam_layout_and_a_comparison_of_two_runs(tiny, subset, tmp_path, capsys):
     lines = load_manifest(subset)[:8]
     iam_rows = []
     for index, line in enumerate(lines):
@@ -83,7 +76,7 @@ def test_iam_layout_and_a_comparison_of_two_runs(synthetic, subset, tmp_path, ca
         Image.open(line.path).save(target)
         iam_rows.append(f"{line_id} ok 154 19 408 746 1661 89 {line.text.replace(' ', '|')}")
     (tmp_path / "lines.txt").write_text("# IAM lines\n" + "\n".join(iam_rows) + "\n")
-    url = synthetic.server.grpc_url
+    url = tiny.server.grpc_url
     one, four = tmp_path / "one.json", tmp_path / "four.json"
     assert run(capsys, "--url", url, "--iam", tmp_path / "lines.txt", "--json", one, "--lowercase")[0] == 0
     argv = ("--url", url, "--iam", tmp_path / "lines.txt", "--json", four, "--lowercase", "--images-per-request", 4)

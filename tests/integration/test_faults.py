@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.images import text_line
 from trocr_client import RetryPolicy, ServerUnavailableError, TrOCRClient
-from trocr_serving.launcher import Ports, ServerError, TritonServer, free_port
+from trocr_serving.launcher import Ports, ServerError, TritonServer, free_ports
 from trocr_serving.stubs import SHM_DIR
 
 pytestmark = pytest.mark.integration
@@ -123,9 +123,7 @@ def test_admin_apis_need_the_key(faulty):
 
 
 def test_a_busy_port_is_refused_not_mistaken_for_our_server(built_tiny, faulty):
-    server = TritonServer(
-        built_tiny.repository, ports=Ports(http=faulty.ports.http, grpc=free_port(), metrics=free_port())
-    )
+    server = TritonServer(built_tiny.repository, ports=Ports(faulty.ports.http, *free_ports(2)))
     with pytest.raises(ServerError, match="ports in use"):
         server.start(timeout_s=30)
     server.close()

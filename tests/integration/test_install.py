@@ -26,7 +26,7 @@ import pytest
 
 from trocr_client import TrOCRClient
 from trocr_client.images import sample_paths
-from trocr_serving.launcher import free_port, prepare_backends
+from trocr_serving.launcher import free_ports, prepare_backends
 
 pytestmark = pytest.mark.integration
 SOURCE = Path(__file__).resolve().parents[2]
@@ -82,21 +82,20 @@ def test_the_wheel_holds_the_package_data_and_is_what_the_new_environment_import
         "import trocr_build, trocr_client, trocr_loadtest, trocr_serving\n"
         "from trocr_serving.paths import MODEL_FILES_DIR\n"
         "from trocr_client.images import sample_paths\n"
-        "from trocr_build.trained_models import synthetic_model_dir\n"
         "from trocr_loadtest.eval_sets import HELDOUT_SET_DIR\n"
         "for module in (trocr_build, trocr_client, trocr_loadtest, trocr_serving): print(module.__file__)\n"
         "print(sorted(p.name for p in MODEL_FILES_DIR.glob('*.py')))\n"
-        "print(len(sample_paths()), synthetic_model_dir('synthetic:small').is_dir(), HELDOUT_SET_DIR.is_dir())\n"
+        "print(len(sample_paths()), len(list(HELDOUT_SET_DIR.glob('images/*.jpg'))))\n"
     )
     lines = installed.run(installed.python, "-c", code).stdout.splitlines()
     assert all(Path(line).is_relative_to(installed.site_packages) for line in lines[:4]), lines
-    assert lines[4:] == ["['encoder.py', 'scheduler.py', 'trocr.py']", "6 True True"]
+    assert lines[4:] == ["['encoder.py', 'scheduler.py', 'trocr.py']", "6 200"]
 
 
 @pytest.fixture(scope="module")
 def demo_output(installed) -> str:
-    """`trocr-demo` of the wheel install: builds the default repository (the trained model), serves, reads."""
-    return installed.run("trocr-demo").stdout
+    """`trocr-demo` of the wheel install: builds the default repository, serves it, transcribes the samples."""
+    return installed.run("trocr-demo", "--model", "random:tiny").stdout
 
 
 def test_a_wheel_install_builds_a_repository_of_models_only_and_serves_it(installed, demo_output):
@@ -108,8 +107,7 @@ def test_a_wheel_install_builds_a_repository_of_models_only_and_serves_it(instal
     ]
     code = [p.relative_to(installed.repository) for p in installed.repository.rglob("*.py")]
     assert sorted(map(str, code)) == ["encoder/1/model.py", "scheduler/1/model.py", "trocr/1/model.py"]
-    assert "6 images transcribed by synthetic:small through Triton" in demo_output
-    assert "The quick brown fox" in demo_output  # the trained model reads the samples
+    assert "6 images transcribed by random:tiny through Triton" in demo_output
 
 
 def _stock_server(installed: Installed, backends: Path, ports: dict[str, int]) -> subprocess.Popen:
@@ -144,7 +142,7 @@ def _stock_server(installed: Installed, backends: Path, ports: dict[str, int]) -
 def test_a_stock_tritonserver_loads_the_repository_with_the_packages_in_its_python(installed, demo_output):
     backends = prepare_backends(installed.root / "stock", site_module=False)
     assert not list(backends.rglob("trocr_triton_site*"))
-    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    ports = dict(zip(("grpc", "http", "metrics"), free_ports(3)))
     server = _stock_server(installed, backends, ports)
     try:
         deadline = time.monotonic() + 240
@@ -160,8 +158,8 @@ def test_a_stock_tritonserver_loads_the_repository_with_the_packages_in_its_pyth
         with TrOCRClient(f"127.0.0.1:{ports['grpc']}", timeout_s=120) as client:
             results = client.transcribe(sample_paths())
         assert all(result.ok for result in results)
-        for path, result in zip(sample_paths(), results):  # the same texts as the launcher's server gave
-            assert f"{path.name:24s} score {result.score:7.3f}  {result.text}" in demo_output
+        for path, result in zip(sample_paths(), results):  # what the launcher's server gave (random text
+            assert f"{path.name:24s} score {result.score:7.3f}  " in demo_output  # holds control characters)
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from transformers import VisionEncoderDecoderModel
@@ -19,6 +20,7 @@ from trocr_build.synthetic_lines import (
     split_fonts,
 )
 from trocr_build.train import main as train_main
+from trocr_build.trained_models import resolve_model
 from trocr_loadtest.eval_sets import MANIFEST_FILE, load_manifest
 
 
@@ -36,7 +38,9 @@ def test_the_held_out_fonts_are_never_training_fonts(fonts):
 
 
 def test_missing_fonts_are_named_with_the_packages_to_install():
-    with pytest.raises(FontsMissingError, match="missing \\['Humor-Sans', 'BecauseWeConnect-Regular'\\].*fonts-bwht"):
+    with pytest.raises(
+        FontsMissingError, match="fonts missing: dkg, .*Humor-Sans: install the Debian packages .*fonts-bwht"
+    ):
         split_fonts({})
 
 
@@ -51,15 +55,21 @@ def test_rendered_lines_are_varied_and_their_text_is_drawable(fonts):
     assert (again.text, again.font) == (lines[0].text, lines[0].font)  # seeded
 
 
-def test_trocr_train_writes_a_loadable_model_its_figures_and_the_held_out_set(tmp_path, capsys):
-    model_dir, heldout_dir = tmp_path / "model", tmp_path / "heldout"
-    argv = ["--output", str(model_dir), "--heldout-output", str(heldout_dir), "--steps", "2", "--batch-size", "4"]
-    train_main([*argv, "--eval-every", "1", "--validation-lines", "4", "--heldout-lines", "6", "--warmup-steps", "1"])
+def test_trocr_train_writes_a_loadable_model_its_figures_and_the_held_out_set(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TROCR_TRITON_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"unknown model 'synthetic:small': trocr-train has made none"):
+        resolve_model("synthetic:small")
+    heldout_dir = tmp_path / "heldout"
+    argv = ["--heldout-output", str(heldout_dir), "--steps", "2", "--batch-size", "4", "--warmup-steps", "1"]
+    train_main([*argv, "--eval-every", "1", "--validation-lines", "4", "--heldout-lines", "6"])
+    model_dir = Path(resolve_model("synthetic:small"))  # where trocr-train writes by default
+    assert model_dir == tmp_path / "cache" / "synthetic-models" / "small"
     figures = json.loads((model_dir / "training.json").read_text())
     assert figures["steps"] == 2 and [h["step"] for h in figures["history"]] == [1, 2]
     assert figures["heldout_fonts"] == sorted(HELD_OUT_FONTS) and figures["heldout_lines"] == 6
-    assert figures["heldout_cer"] >= 0 and figures["command"].startswith("trocr-train --output")
+    assert figures["heldout_cer"] >= 0 and figures["command"].startswith("trocr-train --heldout-output")
     assert VisionEncoderDecoderModel.from_pretrained(model_dir).config.encoder.patch_size == 8
     lines = load_manifest(heldout_dir / MANIFEST_FILE)
     assert len(lines) == 6 and all(line.path.is_file() for line in lines)
     assert '"heldout_cer"' in capsys.readouterr().out
+    assert resolve_model("microsoft/trocr-small-handwritten") == "microsoft/trocr-small-handwritten"
