@@ -91,15 +91,15 @@ class ColumnCtcHead(torch.nn.Module):
     place each character at its column early, which a cross-attention decoder otherwise discovers slowly
     (hybrid CTC/attention training, as in speech recognition)."""
 
-    def __init__(self, spec: ModelSpec, prefix_tokens: int):
+    def __init__(self, spec: ModelSpec):
         super().__init__()
         self.rows, self.columns = spec.image_height // spec.patch_size, spec.image_width // spec.patch_size
-        self.prefix_tokens = prefix_tokens  # DeiT's class and distillation tokens
         self.projection = torch.nn.Linear(spec.encoder_hidden_size, spec.vocab_size)
 
     def loss(self, encoder_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        batch, _, hidden = encoder_states.shape
-        patches = encoder_states[:, self.prefix_tokens :].reshape(batch, self.rows, self.columns, hidden).mean(1)
+        batch, length, hidden = encoder_states.shape
+        prefix = length - self.rows * self.columns  # DeiT's class and distillation tokens come first
+        patches = encoder_states[:, prefix:].reshape(batch, self.rows, self.columns, hidden).mean(1)
         log_probs = self.projection(patches).log_softmax(-1).transpose(0, 1)  # [columns, batch, vocab]
         targets = labels.clone()
         targets[(targets == EOS) | (targets < 0)] = PAD  # the text alone; PAD is the blank
@@ -183,10 +183,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
         prefetch_factor=4,
         persistent_workers=True,
     )
-    prefix_tokens = model.encoder(torch.zeros(1, 3, config.height, config.width)).last_hidden_state.shape[1] - (
-        SYNTHETIC_SMALL.image_height // SYNTHETIC_SMALL.patch_size
-    ) * (SYNTHETIC_SMALL.image_width // SYNTHETIC_SMALL.patch_size)
-    ctc = ColumnCtcHead(SYNTHETIC_SMALL, prefix_tokens)
+    ctc = ColumnCtcHead(SYNTHETIC_SMALL)
     parameters = [*model.parameters(), *ctc.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     history = []

@@ -12,11 +12,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
+
 from trocr_build.repository import ServingOptions, ensure_repository
+from trocr_build.variants import PRECISIONS
 from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, load_manifest
 from trocr_loadtest.evaluate import EvalOptions, evaluate
 from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.stats import summarize
+from trocr_serving import graph_names as names
 from trocr_serving.launcher import TritonServer
 
 LOGGER = logging.getLogger(__name__)
@@ -101,12 +106,6 @@ def encoder_speeds(repository: Path, precisions: list[str], batches: list[int], 
     """The repository's encoder converted to each precision (the build's own conversion, on a copy), timed
     in-process at each batch size, alternating between precisions; median per image. Any weights will do:
     speed does not depend on them (random weights fail int8's accuracy check, not its kernels)."""
-    import numpy as np
-    import onnxruntime as ort
-
-    from trocr_build.variants import PRECISIONS
-    from trocr_serving import graph_names as names
-
     sessions = {}
     with tempfile.TemporaryDirectory(prefix="trocr-encoder-") as folder:
         for precision in precisions:

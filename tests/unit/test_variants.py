@@ -15,6 +15,7 @@ from tests.reference import reference_generate
 from tests.unit.test_continuous_batching import Harness, images
 from trocr_build.repository import ServingOptions, build_repository
 from trocr_build.variants import PRECISIONS, VariantValidationError, convert_and_validate
+from trocr_loadtest.variant_table import encoder_speeds
 from trocr_serving import graph_names as names
 from trocr_serving.greedy import LocalGraphs, greedy_decode
 from trocr_serving.pipeline_config import PipelineConfig
@@ -125,3 +126,9 @@ def test_int8_of_random_weights_fails_its_check_against_fp32(built_tiny, tmp_pat
 def test_int8_is_refused_for_cuda_with_the_reason():
     with pytest.raises(ValueError, match="--precision int8 is for --device cpu, not cuda .*use fp16"):
         ServingOptions(device="cuda", precision="int8")
+
+
+def test_the_encoder_timing_converts_and_runs_each_precision(built_tiny):
+    table = encoder_speeds(built_tiny.repository, ["fp32", "int8"], [1, 2], repeats=1)
+    assert table[0] == "| encoder | fp32 | int8 | int8 speed-up |" and len(table) == 4
+    assert table[2].startswith("| batch 1 | ") and table[3].startswith("| batch 2 | ") and table[3].endswith("x |")
