@@ -66,11 +66,14 @@ class FontsMissingError(RuntimeError):
     pass
 
 
+def _missing(fonts: dict[str, Path]) -> list[str]:
+    return [name for name in (*TRAINING_FONTS, *HELD_OUT_FONTS) if name not in fonts]
+
+
 def install_fonts() -> None:
     """Install the Debian font packages if some are missing and apt is there (as root; package lists refreshed
     if the first try fails). Without apt, split_fonts() names the packages to install."""
-    fonts = find_fonts()
-    if all(name in fonts for name in (*TRAINING_FONTS, *HELD_OUT_FONTS)) or shutil.which("apt-get") is None:
+    if not _missing(find_fonts()) or shutil.which("apt-get") is None:
         return
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *FONT_PACKAGES]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": False}
@@ -91,12 +94,18 @@ def find_fonts() -> dict[str, Path]:
 
 def split_fonts(fonts: dict[str, Path]) -> tuple[list[Path], list[Path]]:
     """(training fonts, held-out fonts), as named; fails naming what is missing."""
-    missing = [name for name in (*TRAINING_FONTS, *HELD_OUT_FONTS) if name not in fonts]
+    missing = _missing(fonts)
     if missing:
         raise FontsMissingError(
             f"fonts missing: {', '.join(missing)}: install the Debian packages {' '.join(FONT_PACKAGES)}"
         )
     return [fonts[name] for name in TRAINING_FONTS], [fonts[name] for name in HELD_OUT_FONTS]
+
+
+def load_fonts() -> tuple[list[Path], list[Path]]:
+    """(training fonts, held-out fonts), installed first where they can be."""
+    install_fonts()
+    return split_fonts(find_fonts())
 
 
 @cache
@@ -117,15 +126,17 @@ class TextSource:
         self.random = random.Random(seed)
         self.faker = Faker("en_US")
         self.faker.seed_instance(seed)
-        self.kinds = (
-            (0.35, lambda: self.faker.sentence(nb_words=6)),
-            (0.10, lambda: " ".join(self.faker.words(nb=4)).title()),
-            (0.12, self.faker.name),
-            (0.10, self.faker.street_address),
-            (0.05, self.faker.city),
-            (0.06, lambda: self.faker.date(pattern=self.random.choice(("%d/%m/%Y", "%B %d, %Y", "%Y-%m-%d")))),
-            (0.04, self.faker.phone_number),
-            (0.18, self._random_string),
+        self.weights, self.makers = zip(
+            *(
+                (0.35, lambda: self.faker.sentence(nb_words=6)),
+                (0.10, lambda: " ".join(self.faker.words(nb=4)).title()),
+                (0.12, self.faker.name),
+                (0.10, self.faker.street_address),
+                (0.05, self.faker.city),
+                (0.06, lambda: self.faker.date(pattern=self.random.choice(("%d/%m/%Y", "%B %d, %Y", "%Y-%m-%d")))),
+                (0.04, self.faker.phone_number),
+                (0.18, self._random_string),
+            )
         )
 
     def _random_string(self) -> str:
@@ -138,8 +149,7 @@ class TextSource:
     def line(self, charset: frozenset[str], capitals: bool = False) -> str:
         limit = self.max_chars
         while True:
-            weights, makers = zip(*self.kinds)
-            text = self.random.choices(makers, weights)[0]()
+            text = self.random.choices(self.makers, self.weights)[0]()
             text = " ".join(text.split())
             if len(text) > limit:  # cut at a word boundary
                 text = text[: text.rfind(" ", 0, limit + 1)].rstrip() if " " in text[:limit] else ""

@@ -26,7 +26,7 @@ from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
 from trocr_build.model_spec import EOS, PAD, ModelSpec, build_model
 from trocr_build.repository import image_config
-from trocr_build.synthetic_lines import MAX_CHARS, LineRenderer, find_fonts, install_fonts, split_fonts
+from trocr_build.synthetic_lines import MAX_CHARS, LineRenderer, load_fonts
 from trocr_build.trained_models import synthetic_models_dir
 from trocr_client.logs import configure_logging
 from trocr_loadtest.accuracy import character_error_rate
@@ -168,8 +168,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     started = time.monotonic()
     torch.manual_seed(TRAINING_SEED)
     torch.set_num_threads(args.threads)
-    install_fonts()
-    training_fonts, heldout_fonts = split_fonts(find_fonts())
+    training_fonts, heldout_fonts = load_fonts()
     model, processor = build_model(SYNTHETIC_SMALL)
     config = server_image_config(processor)
     validation = render_lines(training_fonts, VALIDATION_SEED, args.validation_lines, TRAINING_FONT_SIZES)
@@ -266,8 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     configure_logging(args.verbose)
     if args.heldout_only:
-        install_fonts()
-        lines = write_heldout_set(args.heldout_output, split_fonts(find_fonts())[1], args.heldout_lines)
+        lines = write_heldout_set(args.heldout_output, load_fonts()[1], args.heldout_lines)
         print(f"{len(lines)} held-out lines written to {args.heldout_output}")
         return
     print(json.dumps({k: v for k, v in train(args, argv).items() if k != "history"}, indent=2))

@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrOCRError, InferenceServerException) as exc:
         print(f"trocr-eval: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    precision = served["model_configs"].get("trocr", {}).get("parameters", {}).get("precision", {})
-    label = args.label or f"{served['model']} {precision.get('stringValue', '')}".strip()
+    label = args.label or f"{served['model']} {served['precision'] or ''}".strip()
     report = {"label": label, "set": set_name, "url": args.url, "code": code_revision(), **report}
     print(render(report, args.worst))
     if args.json:

@@ -80,8 +80,9 @@ def server(url: str) -> dict:
             except Exception as exc:  # a model the server does not have, or a config it will not show
                 configs[name] = {"error": str(exc)}
         info["model_configs"] = configs
-    model = configs.get(protocol.MODEL_NAME, {}).get("parameters", {}).get("model", {})
-    info["model"] = model.get("stringValue")
+    parameters = configs.get(protocol.MODEL_NAME, {}).get("parameters", {})
+    for name in ("model", "precision"):  # what the build wrote into the public model's parameters
+        info[name] = parameters.get(name, {}).get("stringValue")
     return info
 
 

@@ -15,8 +15,7 @@ from trocr_build.synthetic_lines import (
     MIN_CHARS,
     FontsMissingError,
     LineRenderer,
-    find_fonts,
-    install_fonts,
+    load_fonts,
     split_fonts,
 )
 from trocr_build.train import main as train_main
@@ -26,8 +25,7 @@ from trocr_loadtest.eval_sets import MANIFEST_FILE, load_manifest
 
 @pytest.fixture(scope="module")
 def fonts():
-    install_fonts()
-    return split_fonts(find_fonts())
+    return load_fonts()
 
 
 def test_the_held_out_fonts_are_never_training_fonts(fonts):
