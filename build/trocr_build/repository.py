@@ -22,6 +22,7 @@ from trocr_build.export import (
     write_row_copy,
 )
 from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
+from trocr_build.targets import DECODER_MODEL, TARGETS, decoder_home, native_models
 from trocr_build.trained_models import resolve_model
 from trocr_build.variants import PRECISIONS, convert_and_validate
 from trocr_client import protocol
@@ -45,6 +46,7 @@ from trocr_serving.preprocessing import decode_image, preprocess
 LOGGER = logging.getLogger(__name__)
 
 MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
+PYTHON_MODELS = {"pip": MODEL_NAMES, "triton-container": (sp.MODEL_NAME, protocol.MODEL_NAME)}
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
 REPOSITORY_FORMAT = 8
 
@@ -84,8 +86,17 @@ class ServingOptions:
     gpu_ids: tuple[int, ...] = (0,)
     # What the graphs compute in (trocr_build.variants.PRECISIONS): fp32, or fp16 for CUDA.
     precision: str = "fp32"
+    # Which server runs the repository (trocr_build.targets): the pip server, or NVIDIA's Triton container
+    # with the encoder and the decoder as native onnxruntime models (there, `tensorrt` puts the encoder under
+    # ONNX Runtime's TensorRT execution provider on a GPU).
+    target: str = "pip"
+    tensorrt: bool = False
 
     def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"target {self.target!r} is not one of {', '.join(TARGETS)}")
+        if self.tensorrt and (self.target != "triton-container" or self.device != "cuda"):
+            raise ValueError("tensorrt needs target triton-container and device cuda (the onnxruntime backend's)")
         if self.device not in DEVICES:
             raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
@@ -152,9 +163,16 @@ def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimension
     )
 
 
-def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list[ModelConfig]:
-    """The three models' configs; `model` (the id built from) is a parameter of the public model, so a
-    client can tell which weights a server serves."""
+def model_configs(
+    dims: Dimensions,
+    options: ServingOptions,
+    model: str,
+    encoder_path: Path | None = None,
+    decoder_path: Path | None = None,
+) -> list[ModelConfig]:
+    """The models' configs; `model` (the id built from) is a parameter of the public model, so a client can
+    tell which weights a server serves. The container target's encoder and decoder are read from their graphs
+    (the paths are needed for that target only)."""
     height, width = dims.image_size
     layers, heads, head_dim = dims.num_layers, dims.num_heads, dims.head_dim
     cross = (layers, 2, heads, dims.encoder_seq_len, head_dim)
@@ -186,7 +204,7 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
         **options.placement(),
         # The engine's options carry the serving options' names; the scheduler runs the decoder graph itself.
         parameters=EngineOptions(
-            decoder_onnx=f"{sp.MODEL_NAME}/1/{names.DECODER_ONNX}",
+            decoder_onnx=f"{decoder_home(options.target)}/1/{names.DECODER_ONNX}",
             **{f.name: getattr(options, f.name) for f in dataclasses.fields(EngineOptions) if f.name != "decoder_onnx"},
         ).to_parameters(),
     )
@@ -220,18 +238,33 @@ def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list
         ),
         parameters={"default_timeout_us": str(default_timeout_us), "model": model, "precision": options.precision},
     )
-    return [encoder, scheduler, trocr]
+    if options.target == "pip":
+        return [encoder, scheduler, trocr]
+    if encoder_path is None or decoder_path is None:
+        raise ValueError("the triton-container target reads its native models' tensors from the graphs: pass them")
+    tensorrt_precision = ("FP16" if options.precision == "fp16" else "FP32") if options.tensorrt else None
+    natives = native_models(
+        encoder_path,
+        decoder_path,
+        options.encoder_max_batch_size,
+        options.intra_op_threads,
+        options.placement(),
+        tensorrt_precision,
+    )
+    return [*natives, scheduler, trocr]
 
 
-def _write_model_code(output: Path) -> None:
-    """Each model's folder, made anew from the installed package: its model.py, compiled (the server then writes
-    no bytecode into the repository at serve time). The repository holds models only."""
-    for model_name in MODEL_NAMES:
+def _write_model_folders(output: Path, target: str) -> None:
+    """Each model's folder, made anew (a model of the other target cannot linger), with its model.py from the
+    installed package for the Python models, compiled (the server then writes no bytecode into the repository
+    at serve time). The repository holds models only."""
+    for model_name in (*MODEL_NAMES, DECODER_MODEL):
         shutil.rmtree(output / model_name, ignore_errors=True)
-        target = output / model_name / "1"
-        target.mkdir(parents=True)
-        shutil.copy2(paths.MODEL_FILES_DIR / f"{model_name}.py", target / "model.py")
-        py_compile.compile(str(target / "model.py"), doraise=True)
+    for model_name in PYTHON_MODELS[target]:
+        version = output / model_name / "1"
+        version.mkdir(parents=True)
+        shutil.copy2(paths.MODEL_FILES_DIR / f"{model_name}.py", version / "model.py")
+        py_compile.compile(str(version / "model.py"), doraise=True)
 
 
 def build_repository(
@@ -247,9 +280,11 @@ def build_repository(
     hf_model, processor, source = load_model(model, cache_dir)
     dims = Dimensions.of(hf_model)
     output.mkdir(parents=True, exist_ok=True)
-    _write_model_code(output)
+    _write_model_folders(output, options.target)
     encoder_path = output / "encoder" / "1" / names.ENCODER_ONNX
-    decoder_path = output / sp.MODEL_NAME / "1" / names.DECODER_ONNX
+    decoder_path = output / decoder_home(options.target) / "1" / names.DECODER_ONNX
+    for graph_path in (encoder_path, decoder_path):
+        graph_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         report = {
             "encoder": export_encoder(hf_model, dims, encoder_path, atol),
@@ -261,7 +296,7 @@ def build_repository(
     samples = preprocess([decode_image(path.read_bytes()) for path in sample_paths()], pipeline.image)
     variant = convert_and_validate(precision, encoder_path, decoder_path, pipeline, samples, options.device)
     write_row_copy(decoder_path.parent / names.ROW_COPY_ONNX, precision.cache_type)
-    for config in model_configs(dims, options, model):
+    for config in model_configs(dims, options, model, encoder_path, decoder_path):
         (output / config.name / "config.pbtxt").write_text(config.to_pbtxt())
     trocr_dir = output / protocol.MODEL_NAME / "1"
     for model_name in (protocol.MODEL_NAME, sp.MODEL_NAME):

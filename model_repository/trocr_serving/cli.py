@@ -21,6 +21,7 @@ from trocr_serving.launcher import (
     GrpcTls,
     Ports,
     ServerError,
+    ServerInstall,
     TritonServer,
 )
 
@@ -52,6 +53,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-tls-key", type=Path, help="PEM server key")
     p.add_argument("--grpc-tls-root-cert", type=Path, help="PEM CA: clients must present a certificate it signed")
     p.add_argument("--triton-arg", action="append", default=[], help="passed to tritonserver as is (repeatable)")
+    p.add_argument(
+        "--tritonserver",
+        type=Path,
+        help="a stock tritonserver binary (NVIDIA's container: /opt/tritonserver/bin/tritonserver) instead of the "
+        "pip one; it runs every backend it has, onnxruntime included (repositories built with --target "
+        "triton-container)",
+    )
+    p.add_argument("--backend-directory", type=Path, help="with --tritonserver (default: <its install>/backends)")
     return p
 
 
@@ -90,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_timeout_s=args.exit_timeout_s,
         access=access_of(args),
         extra_args=tuple(args.triton_arg),
+        install=ServerInstall(args.tritonserver, args.backend_directory),
     )
     stopping = False
 

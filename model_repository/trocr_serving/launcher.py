@@ -190,23 +190,43 @@ def _site_module_source() -> str:
     return _SITE_MODULE_TEMPLATE.format(paths=environment_paths())
 
 
-def gpus_of(repository: Path) -> tuple[int, ...]:
-    """The GPUs the repository's models are placed on (KIND_GPU instance groups), from their configs."""
+def model_configs_of(repository: Path) -> dict:
+    """The repository's model configs, parsed with Triton's schema, by model folder."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as pb
 
+    return {
+        path.parent.name: text_format.Parse(path.read_text(), pb.ModelConfig())
+        for path in sorted(repository.glob("*/config.pbtxt"))
+    }
+
+
+def gpus_of(configs: dict) -> tuple[int, ...]:
+    """The GPUs the models are placed on (KIND_GPU instance groups)."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
     gpus: set[int] = set()
-    for path in repository.glob("*/config.pbtxt"):
-        config = text_format.Parse(path.read_text(), pb.ModelConfig())
+    for config in configs.values():
         for group in config.instance_group:
             if group.kind == pb.ModelInstanceGroup.KIND_GPU:
                 gpus.update(group.gpus or [0])
     return tuple(sorted(gpus))
 
 
-def check_devices(repository: Path) -> None:
-    """A repository built for CUDA fails here, at once and by name, on a machine that cannot run it."""
-    gpus = gpus_of(repository)
+def check_repository(repository: Path, backends: Path) -> None:
+    """A repository this server cannot run fails here, at once and by name: one whose models need backends the
+    server lacks (built with --target triton-container, on the pip server: Python backend only), or one built for
+    CUDA on a machine without it."""
+    configs = model_configs_of(repository)
+    lacking = sorted(name for name, config in configs.items() if not (backends / config.backend).is_dir())
+    if lacking:
+        needed = sorted({configs[name].backend for name in lacking})
+        raise ServerError(
+            f"{repository}: {', '.join(lacking)} need the {', '.join(needed)} backend, which {backends} lacks "
+            "(a repository built with --target triton-container needs NVIDIA's Triton container: trocr-serve "
+            "--tritonserver there, or rebuild with --target pip)"
+        )
+    gpus = gpus_of(configs)
     if not gpus:
         return
     try:
@@ -232,6 +252,31 @@ class Ports:
         return cls(*free_ports(3, host))
 
 
+@dataclass(frozen=True)
+class ServerInstall:
+    """Which tritonserver runs. By default the pip one (nvidia-pytriton): its Python backend is copied with the
+    stub for this interpreter and the site module that gives the stub this environment. A stock server
+    (`binary`, as in NVIDIA's container: /opt/tritonserver/bin/tritonserver) runs with its own backends, all of
+    them (onnxruntime too), and its Python finds the packages where they are installed."""
+
+    binary: Path | None = None
+    backends: Path | None = None  # default: <binary>/../../backends, the layout of a tritonserver install
+
+    def server_binary(self) -> Path:
+        return self.binary or _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+
+    def backend_directory(self, workdir: Path) -> Path:
+        if self.binary is None:
+            return prepare_backends(workdir)
+        backends = self.backends or self.binary.resolve().parent.parent / "backends"
+        if not (backends / "python").is_dir():
+            raise ServerError(f"{backends} has no python backend: pass the server's backend directory")
+        return backends
+
+    def library_path(self) -> list[str]:
+        return [str(_pytriton_root().parent / "nvidia_pytriton.libs")] if self.binary is None else []
+
+
 class TritonServer:
     """`with TritonServer(repository) as server:` starts tritonserver, waits until it is ready, stops it."""
 
@@ -246,8 +291,10 @@ class TritonServer:
         exit_timeout_s: int = 30,
         access: Access | None = None,
         watchdog: bool = True,
+        install: ServerInstall | None = None,
     ):
         self.model_repository = Path(model_repository).resolve()
+        self.install = install or ServerInstall()
         self.host = host
         self._fixed_ports = ports is not None
         self.ports = ports or Ports.pick(host)
@@ -289,9 +336,8 @@ class TritonServer:
         models = models_in(self.model_repository)
         if not models:
             raise ServerError(f"{self.model_repository} holds no model (no */config.pbtxt): run trocr-build")
-        binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
         return [
-            str(binary),
+            str(self.install.server_binary()),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backends}",
             f"--id={self.server_id}",
@@ -319,17 +365,17 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        libs = _pytriton_root().parent / "nvidia_pytriton.libs"
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+        libs = [*self.install.library_path(), env.get("LD_LIBRARY_PATH", "")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
         env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
         # ONNX Runtime keeps a device id under the user's cache folder: keep it in the server's work folder.
         env["XDG_CACHE_HOME"] = str(Path(self._workdir.name) / "cache")
         return env
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> TritonServer:
-        check_devices(self.model_repository)
         self._workdir = tempfile.TemporaryDirectory(prefix="trocr-triton-")
-        self._backends = prepare_backends(Path(self._workdir.name))
+        self._backends = self.install.backend_directory(Path(self._workdir.name))
+        check_repository(self.model_repository, self._backends)
         self.log_path = self.log_file or Path(self._workdir.name) / "tritonserver.log"
         self.startup_timeout_s = timeout_s
         for attempt in range(1, PORT_RETRIES + 1):
@@ -359,7 +405,9 @@ class TritonServer:
         """Start tritonserver on the chosen ports and wait until it is ready."""
         self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         LOGGER.info(
-            "starting tritonserver on %s (grpc %d, http %d, metrics %d), log: %s",
+            "starting %s with the backends of %s on %s (grpc %d, http %d, metrics %d), log: %s",
+            self.install.server_binary(),
+            self._backends,
             self.host,
             self.ports.grpc,
             self.ports.http,

@@ -110,10 +110,23 @@ def test_a_wheel_install_builds_a_repository_of_models_only_and_serves_it(instal
     assert "6 images transcribed by random:tiny through Triton" in demo_output
 
 
-def _stock_server(installed: Installed, backends: Path, ports: dict[str, int]) -> subprocess.Popen:
+@dataclass
+class StockServer:
+    """A tritonserver install as in NVIDIA's container: pip's binary run as it is, its backends without the
+    launcher's site module, and the packages installed into the Python its stub embeds."""
+
+    binary: Path
+    backends: Path
+    env: dict
+
+
+@pytest.fixture(scope="module")
+def stock(installed) -> StockServer:
     import pytriton
 
     root = Path(pytriton.__file__).resolve().parent
+    backends = prepare_backends(installed.root / "stock", site_module=False)
+    assert not list(backends.rglob("trocr_triton_site*"))
     # As `pip install` into the server's own Python would: the wheel's packages and their dependencies on the
     # path of the Python that the backend stub embeds (its user site-packages, under this HOME).
     user_site = (
@@ -128,22 +141,15 @@ def _stock_server(installed: Installed, backends: Path, ports: dict[str, int]) -
         "LD_LIBRARY_PATH": str(root.parent / "nvidia_pytriton.libs"),
         "OMP_NUM_THREADS": "2",
     }
-    command = [
-        str(root / "tritonserver" / "bin" / "tritonserver"),
-        f"--model-repository={installed.repository}",
-        f"--backend-directory={backends}",
-        *(f"--{name}-address=127.0.0.1" for name in ports),
-        *(f"--{name}-port={port}" for name, port in ports.items()),
-    ]
-    log = (installed.root / "stock-server.log").open("w")
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return StockServer(root / "tritonserver" / "bin" / "tritonserver", backends, env)
 
 
-def test_a_stock_tritonserver_loads_the_repository_with_the_packages_in_its_python(installed, demo_output):
-    backends = prepare_backends(installed.root / "stock", site_module=False)
-    assert not list(backends.rglob("trocr_triton_site*"))
-    ports = dict(zip(("grpc", "http", "metrics"), free_ports(3)))
-    server = _stock_server(installed, backends, ports)
+def _serve_and_check(installed: Installed, command: list, env: dict, log_name: str, ports: dict, demo_output: str):
+    """Start `command`, wait until the server is ready, transcribe the samples as the launcher's server did,
+    stop it with SIGTERM; returns its exit code."""
+    log_path = installed.root / log_name
+    with log_path.open("w") as log:
+        server = subprocess.Popen([str(a) for a in command], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
         ready = False
@@ -153,8 +159,7 @@ def test_a_stock_tritonserver_loads_the_repository_with_the_packages_in_its_pyth
                     ready = reply.status == 200
             except OSError:
                 time.sleep(1)
-        log = (installed.root / "stock-server.log").read_text()
-        assert ready, f"the stock server did not become ready:\n{log[-4000:]}"
+        assert ready, f"the server did not become ready:\n{log_path.read_text()[-4000:]}"
         with TrOCRClient(f"127.0.0.1:{ports['grpc']}", timeout_s=120) as client:
             results = client.transcribe(sample_paths())
         assert all(result.ok for result in results)
@@ -163,7 +168,36 @@ def test_a_stock_tritonserver_loads_the_repository_with_the_packages_in_its_pyth
     finally:
         server.send_signal(signal.SIGTERM)
         try:
-            server.wait(timeout=60)
+            server.wait(timeout=90)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+    return server.returncode
+
+
+def test_a_stock_tritonserver_loads_the_repository_with_the_packages_in_its_python(installed, demo_output, stock):
+    ports = dict(zip(("grpc", "http", "metrics"), free_ports(3)))
+    command = [
+        stock.binary,
+        f"--model-repository={installed.repository}",
+        f"--backend-directory={stock.backends}",
+        *(f"--{name}-address=127.0.0.1" for name in ports),
+        *(f"--{name}-port={port}" for name, port in ports.items()),
+    ]
+    _serve_and_check(installed, command, stock.env, "stock-server.log", ports, demo_output)
+
+
+def test_trocr_serve_runs_a_stock_tritonserver_as_in_the_container(installed, demo_output, stock):
+    """The container's command: the launcher (admin key, drain, stub watchdog) around the stock server."""
+    ports = dict(zip(("grpc", "http", "metrics"), free_ports(3)))
+    command = [
+        "trocr-serve",
+        f"--model-repository={installed.repository}",
+        f"--tritonserver={stock.binary}",
+        f"--backend-directory={stock.backends}",
+        *(f"--{name}-port={port}" for name, port in ports.items()),
+    ]
+    code = _serve_and_check(installed, command, stock.env, "trocr-serve-stock.log", ports, demo_output)
+    log = (installed.root / "trocr-serve-stock.log").read_text()
+    assert code == 0, log[-4000:]
+    assert f"starting {stock.binary} with the backends of {stock.backends}" in log
