@@ -1,0 +1,123 @@
+"""The Kubernetes manifests: each overlay rendered by kustomize (kubectl's), every object validated against the
+Kubernetes schemas (kubernetes-validate, strict: an unknown field fails), and the links between them checked."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from trocr_serving import cli as serve_cli
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30.0"  # the oldest release the manifests target (HPA v2, PDB unhealthyPodEvictionPolicy)
+DRAIN_PAUSE_S = 5  # the preStop sleep
+
+
+def render(kustomization: Path) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl (with its built-in kustomize) is needed to render deploy/k8s: install it")
+    output = subprocess.run([kubectl, "kustomize", str(kustomization)], capture_output=True, text=True, check=True)
+    return list(yaml.safe_load_all(output.stdout))
+
+
+@pytest.fixture(scope="module", params=["cpu", "gpu", "gpu+repository-volume"])
+def rendered(request, tmp_path_factory) -> tuple[str, dict[str, dict]]:
+    overlay, _, component = request.param.partition("+")
+    root = K8S / "overlays" / overlay
+    if component:  # an overlay of the user's own that adds the component, as its comment says (kustomize takes
+        # relative paths only: the user's overlay sits beside the shipped ones, in a copy of the tree)
+        copy = tmp_path_factory.mktemp("k8s") / "k8s"
+        shutil.copytree(K8S, copy)
+        root = copy / "overlays" / "user"
+        root.mkdir()
+        (root / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [f"../{overlay}"],
+                    "components": [f"../../components/{component}"],
+                }
+            )
+        )
+    return request.param, {document["kind"]: document for document in render(root)}
+
+
+def test_every_object_is_valid_against_the_kubernetes_schemas(rendered):
+    _, objects = rendered
+    assert set(objects) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    for document in objects.values():
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_an_invalid_field_fails_the_validation(rendered):
+    _, objects = rendered
+    broken = yaml.safe_load(yaml.safe_dump(objects["Deployment"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paths"] = "/v2/health/ready"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_probes_are_on_tritons_health_endpoints(rendered):
+    _, objects = rendered
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {
+        "http": 8000,
+        "grpc": 8001,
+        "metrics": 8002,
+    }
+
+
+def test_termination_grace_is_longer_than_the_servers_drain(rendered):
+    _, objects = rendered
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = serve_cli.parser().parse_args(container["args"])
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(DRAIN_PAUSE_S)]
+    assert pod["terminationGracePeriodSeconds"] > DRAIN_PAUSE_S + args.exit_timeout_s
+
+
+def test_resources_per_variant(rendered):
+    variant, objects = rendered
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    resources = container["resources"]
+    if variant.startswith("gpu"):
+        assert resources["limits"]["nvidia.com/gpu"] == "1" and container["image"] == "trocr-triton:gpu"
+    else:
+        assert "nvidia.com/gpu" not in resources["limits"] and container["image"] == "trocr-triton:cpu"
+    assert resources["requests"]["cpu"] and resources["limits"]["memory"]
+
+
+def test_service_budget_and_autoscaler_select_the_deployments_pods(rendered):
+    _, objects = rendered
+    deployment = objects["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        deployment["spec"]["selector"]["matchLabels"],
+        objects["Service"]["spec"]["selector"],
+        objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= labels.items()
+    target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns the count
+
+
+def test_the_repository_volume_replaces_the_images_repository(rendered):
+    variant, objects = rendered
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    mounts = {mount["mountPath"]: mount for mount in pod["containers"][0]["volumeMounts"]}
+    if variant.endswith("repository-volume"):
+        assert mounts["/models"]["readOnly"]
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+        assert claims == ["trocr-models"]
+    else:
+        assert "/models" not in mounts
