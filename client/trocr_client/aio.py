@@ -7,6 +7,7 @@ concurrency, retried where that is safe, answered in input order with each image
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import random
 import re
@@ -137,6 +138,8 @@ class AsyncTrOCRClient:
         self.headers = dict(headers or {})
         self._rng = random.Random(seed)
         self._clients: dict[str, grpcaio.InferenceServerClient] = {}
+        # Failed tries that were tried again, by status: what the retries hid from the caller.
+        self.retried: collections.Counter[str] = collections.Counter()
 
     @property
     def urls(self) -> list[str]:
@@ -311,6 +314,7 @@ class AsyncTrOCRClient:
                 wait_s = self.retry.next_wait_s(attempt, error.retryable, left_s, self._rng)
                 if wait_s is None:
                     raise
+                self.retried[error.status or type(error).__name__] += 1
                 await asyncio.sleep(wait_s)
                 continue
             self.pool.done(endpoint, time.monotonic())

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trocr_client.protocol import MODEL_NAME
 from trocr_serving.execution import DeviceUnavailableError, Execution, require_gpus
+from trocr_serving.stubs import remove_shm_region, stub_processes
 from trocr_serving.watchdog import StubWatchdog
 
 LOGGER = logging.getLogger(__name__)
@@ -427,11 +428,19 @@ class TritonServer:
     def relaunch(self) -> None:
         """Kill the server and its stubs (its process group: after a server crash, a stub was seen left running)
         and start it again on the same ports; the watchdog calls this when part of the server died."""
+        self._kill()
+        self._log_handle.close()
+        self._launch()
+
+    def _kill(self) -> None:
+        """SIGKILL the server and its stubs (its process group), and remove the stubs' shared-memory regions,
+        which only a server that stops its stubs itself removes (killed servers left gigabytes in /dev/shm)."""
+        regions = {stub.shm_region for stub in stub_processes(self.process.pid)}
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        self._log_handle.close()
-        self._launch()
+        for region in regions:
+            remove_shm_region(region)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -522,8 +531,7 @@ class TritonServer:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 LOGGER.warning("tritonserver did not stop in %.0f s: killing it", timeout_s)
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                self._kill()
         if self.watchdog is not None:
             # Only now: a server the watchdog relaunched gets its parent-death signal when that thread ends.
             self.watchdog.stop()
