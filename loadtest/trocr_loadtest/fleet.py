@@ -220,7 +220,9 @@ async def _run(replicas: list[TritonServer], proxy: NginxProxy, spec: argparse.N
         records = await load
         duration_s = time.monotonic() - start
         retried = dict(client.retried)
-    served_again = total(scrape(victim.metrics_url), "nv_inference_request_success_total", model="trocr") > served_at_restart
+    served_again = (
+        total(scrape(victim.metrics_url), "nv_inference_request_success_total", model="trocr") > served_at_restart
+    )
     lost = [status for _, ok, status in records if not ok]
     failures = [t for t in timeline.failed_tries_at_s if t >= timeline.killed_at_s] + [
         t for t, ok, _ in records if not ok and t >= timeline.killed_at_s
@@ -263,10 +265,24 @@ def run_fleet(spec: argparse.Namespace) -> FleetReport:
             replica.close()
 
 
+def planned_replicas(sweep_json: Path) -> int:
+    """The replica count of a trocr-loadtest capacity plan."""
+    plan = json.loads(sweep_json.read_text()).get("capacity_plan") or {}
+    if not plan.get("replicas"):
+        raise SystemExit(
+            f"trocr-fleet: {sweep_json} has no capacity plan with a replica count (no setting met the SLO)"
+        )
+    return int(plan["replicas"])
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-fleet", description=__doc__)
     p.add_argument("--repository", type=Path, default=paths.default_repository(), help="default: %(default)s")
-    p.add_argument("--replicas", type=int, default=2)
+    replicas = p.add_mutually_exclusive_group()
+    replicas.add_argument("--replicas", type=int, default=2)
+    replicas.add_argument(
+        "--plan", type=Path, default=None, help="a trocr-loadtest sweep.json: as many replicas as its capacity plan"
+    )
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight through the proxy")
     p.add_argument("--before-s", type=float, default=15.0, help="load before one replica is killed")
     p.add_argument("--after-s", type=float, default=15.0, help="load after it answers ready again")
@@ -280,8 +296,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(args.verbose)
+    if args.plan is not None:
+        args.replicas = planned_replicas(args.plan)
     if args.replicas < 2:
-        raise SystemExit("trocr-fleet: --replicas must be at least 2 (one is killed)")
+        raise SystemExit(f"trocr-fleet: {args.replicas} replica: at least 2 are needed (one is killed)")
     try:
         report = run_fleet(args)
     except (ProxyError, ServerError) as exc:
