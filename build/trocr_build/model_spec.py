@@ -26,7 +26,7 @@ BOS, PAD, EOS, UNK = range(len(SPECIAL_TOKENS))
 class ModelSpec:
     image_height: int
     image_width: int
-    patch_size: int
+    patch_size: int | tuple[int, int]  # (height, width) for non-square patches
     encoder_hidden_size: int
     encoder_layers: int
     encoder_heads: int
@@ -39,6 +39,12 @@ class ModelSpec:
     max_position_embeddings: int
     max_length: int
     activation: str = "relu"
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(rows, columns) of patches: the encoder's tokens after its leading class and distillation tokens."""
+        height, width = (self.patch_size, self.patch_size) if isinstance(self.patch_size, int) else self.patch_size
+        return self.image_height // height, self.image_width // width
 
 
 def build_model(spec: ModelSpec) -> tuple[VisionEncoderDecoderModel, TrOCRProcessor]:

@@ -36,10 +36,13 @@ from trocr_serving.preprocessing import preprocess_one
 
 LOGGER = logging.getLogger(__name__)
 
+# Patches of the full line height and 4 pixels wide: each token is a slice of the line, 80 of them in reading
+# order, so the training-only CTC loss on them has room for 26 characters with repeats (8x8 patches gave 32
+# columns, and the encoder had not started to read after 27 minutes of training).
 SYNTHETIC_SMALL = ModelSpec(
     image_height=32,
-    image_width=256,
-    patch_size=8,
+    image_width=320,
+    patch_size=(32, 4),
     encoder_hidden_size=128,
     encoder_layers=4,
     encoder_heads=4,
@@ -93,7 +96,7 @@ class ColumnCtcHead(torch.nn.Module):
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        self.rows, self.columns = spec.image_height // spec.patch_size, spec.image_width // spec.patch_size
+        self.rows, self.columns = spec.patch_grid
         self.projection = torch.nn.Linear(spec.encoder_hidden_size, spec.vocab_size)
 
     def loss(self, encoder_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -194,7 +197,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
         batch = next(batches)
         output = model(**batch)
         text_loss = token_loss(output.logits, batch["labels"])
-        loss = text_loss + args.ctc_weight * ctc.loss(output.encoder_last_hidden_state, batch["labels"])
+        ctc_loss = ctc.loss(output.encoder_last_hidden_state, batch["labels"])
+        loss = text_loss + args.ctc_weight * ctc_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -204,10 +208,21 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
             cer = character_error_rate([line.text for line in validation], hypotheses)
             minutes = (time.monotonic() - started) / 60
             history.append(
-                {"step": step + 1, "loss": round(text_loss.item(), 4), "cer": round(cer, 4), "minutes": minutes}
+                {
+                    "step": step + 1,
+                    "loss": round(text_loss.item(), 4),
+                    "ctc_loss": round(ctc_loss.item(), 4),
+                    "cer": round(cer, 4),
+                    "minutes": round(minutes, 2),
+                }
             )
             LOGGER.info(
-                "step %d  loss %.4f  CER %.2f%% (training fonts)  %.1f min", step + 1, text_loss, 100 * cer, minutes
+                "step %d  loss %.4f  CTC loss %.4f  CER %.2f%% (training fonts)  %.1f min",
+                step + 1,
+                text_loss,
+                ctc_loss,
+                100 * cer,
+                minutes,
             )
     training_minutes = (time.monotonic() - started) / 60
     model.eval()
@@ -244,12 +259,12 @@ def parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=synthetic_models_dir() / "small", help="model folder (default: %(default)s)"
     )
     p.add_argument("--heldout-output", type=Path, default=HELDOUT_SET_DIR, help="default: %(default)s")
-    p.add_argument("--steps", type=int, default=2400)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--curriculum", type=float, default=0.3, help="share of the steps over which lines lengthen")
-    p.add_argument("--ctc-weight", type=float, default=0.3, help="of the training-only CTC loss on the encoder")
+    p.add_argument("--ctc-weight", type=float, default=1.0, help="of the training-only CTC loss on the encoder")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--loader-workers", type=int, default=1, help="processes rendering lines")
     p.add_argument("--eval-every", type=int, default=300, help="steps between checks on the validation lines")
