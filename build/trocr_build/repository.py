@@ -206,7 +206,8 @@ def model_configs(
         parameters=EngineOptions(
             decoder_onnx=f"{decoder_home(options.target)}/1/{names.DECODER_ONNX}",
             **{f.name: getattr(options, f.name) for f in dataclasses.fields(EngineOptions) if f.name != "decoder_onnx"},
-        ).to_parameters(),
+        ).to_parameters()
+        | {sp.ENCODER_BACKEND: "python" if options.target == "pip" else "onnxruntime"},
     )
     scalar = ()
     default_timeout_us = int(options.default_request_timeout_s * 1e6)

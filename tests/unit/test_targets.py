@@ -75,6 +75,8 @@ def test_native_configs_agree_with_the_pip_targets_and_the_graph_names(container
 def test_container_scheduler_runs_the_decoder_models_graph(container):
     decoder_onnx = configs_of(container)["scheduler"].parameters["decoder_onnx"].string_value
     assert decoder_onnx == "decoder/1/decoder.onnx"  # one file for both: no copy
+    # a native encoder has no stub to watch, and its outputs are asked for in CPU memory
+    assert configs_of(container)["scheduler"].parameters["encoder_backend"].string_value == "onnxruntime"
     assert (container / decoder_onnx).is_file() and (container / "decoder" / "1" / "row_copy.onnx").is_file()
     assert not (container / "scheduler" / "1" / "decoder.onnx").exists()
 
@@ -82,6 +84,7 @@ def test_container_scheduler_runs_the_decoder_models_graph(container):
 def test_pip_target_is_python_models_only(built_tiny):
     configs = configs_of(built_tiny.repository)
     assert sorted(configs) == ["encoder", "scheduler", "trocr"]
+    assert configs["scheduler"].parameters["encoder_backend"].string_value == "python"
     for name, config in configs.items():
         assert (config.backend, config.platform) == ("python", "")
         assert (built_tiny.repository / name / "1" / "model.py").is_file()

@@ -62,8 +62,18 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         model_dir = Path(args["model_repository"])
         self.metrics = TritonMetrics(config["name"])
-        self.encoder_watch = ModelWatch("encoder")
-        self.options = EngineOptions.from_parameters(model_parameters(config))
+        parameters = model_parameters(config)
+        # A Python-backend encoder is watched (a BLS call to a dead stub never returns); a native one has no stub,
+        # and its outputs are asked for in CPU memory (on a GPU they would stay there, and as_numpy() reads host
+        # memory only).
+        native_encoder = parameters.get(sp.ENCODER_BACKEND, "python") != "python"
+        self.encoder_watch = None if native_encoder else ModelWatch("encoder")
+        self.encoder_memory = (
+            {"preferred_memory": pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)}
+            if native_encoder
+            else {}
+        )
+        self.options = EngineOptions.from_parameters(parameters)
         self.engine = Engine(
             self.options,
             PipelineConfig.load(model_dir / args["model_version"]),
@@ -110,11 +120,16 @@ class TritonPythonModel:
                 model_name="encoder",
                 inputs=[pb_utils.Tensor(names.PIXEL_VALUES, np.ascontiguousarray(pixel_values[i : i + size]))],
                 requested_output_names=[names.CROSS_KEY_VALUES],
+                **self.encoder_memory,
             )
             for i in range(0, len(pixel_values), size)
         ]
         chunks = []
-        responses = await self.encoder_watch.call(lambda: asyncio.gather(*(r.async_exec() for r in requests)))
+
+        def calls():
+            return asyncio.gather(*(r.async_exec() for r in requests))
+
+        responses = await (calls() if self.encoder_watch is None else self.encoder_watch.call(calls))
         for response in responses:
             check_response("encoder", response)
             chunks.append(output_array(response, names.CROSS_KEY_VALUES))
