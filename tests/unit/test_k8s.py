@@ -94,6 +94,8 @@ def test_resources_per_variant(rendered):
     else:
         assert "nvidia.com/gpu" not in resources["limits"] and container["image"] == "trocr-triton:cpu"
     assert resources["requests"]["cpu"] and resources["limits"]["memory"]
+    target = objects["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["target"]["averageValue"]
+    assert target == ("48" if variant.startswith("gpu") else "3")  # the rows demanded at the planned rate
 
 
 def test_service_budget_and_autoscaler_select_the_deployments_pods(rendered):
