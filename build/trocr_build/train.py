@@ -219,8 +219,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
             LOGGER.info(
                 "step %d  loss %.4f  CTC loss %.4f  CER %.2f%% (training fonts)  %.1f min",
                 step + 1,
-                text_loss,
-                ctc_loss,
+                text_loss.item(),
+                ctc_loss.item(),
                 100 * cer,
                 minutes,
             )
