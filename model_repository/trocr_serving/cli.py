@@ -91,6 +91,8 @@ def _stream(path: Path, position: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging()
+    if args.backend_directory is not None and args.tritonserver is None:
+        raise SystemExit("trocr-serve: --backend-directory goes with --tritonserver (the pip server brings its own)")
     server = TritonServer(
         args.model_repository,
         host=args.host,
