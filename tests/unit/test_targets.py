@@ -13,7 +13,7 @@ from trocr_build.export import Dimensions
 from trocr_build.repository import ServingOptions, build_repository
 from trocr_build.targets import native_models
 from trocr_serving import graph_names as names
-from trocr_serving.launcher import ServerError, check_repository
+from trocr_serving.launcher import ServerError, ServerInstall, check_repository
 
 ORT_TYPES = {"tensor(float)": pb.TYPE_FP32, "tensor(float16)": pb.TYPE_FP16, "tensor(int64)": pb.TYPE_INT64}
 
@@ -129,3 +129,15 @@ def test_a_server_without_the_onnxruntime_backend_refuses_a_container_repository
         check_repository(container, backends)
     (backends / "onnxruntime").mkdir()  # NVIDIA's container has it
     check_repository(container, backends)
+
+
+def test_a_stock_server_runs_with_its_own_backends(tmp_path):
+    binary = tmp_path / "opt" / "tritonserver" / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    binary.touch()
+    with pytest.raises(ServerError, match="has no python backend: pass the server's backend directory"):
+        ServerInstall(binary).backend_directory(tmp_path / "work")
+    (tmp_path / "opt" / "tritonserver" / "backends" / "python").mkdir(parents=True)
+    install = ServerInstall(binary)
+    assert install.backend_directory(tmp_path / "work") == tmp_path / "opt" / "tritonserver" / "backends"
+    assert install.server_binary() == binary and install.library_path() == []  # nothing of pip's server
