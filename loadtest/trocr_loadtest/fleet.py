@@ -38,6 +38,9 @@ from trocr_serving.launcher import DEFAULT_HOST, ServerError, TritonServer, free
 LOGGER = logging.getLogger(__name__)
 PROXY_START_TIMEOUT_S = 10.0
 MAX_NEW_TOKENS = 8  # short requests: many of them cross the kill
+# Starts of the killed replica before giving up, as Kubernetes restarts a container that fails to start
+# (Triton 2.51 once died with SIGSEGV while starting again on the ports it had just lost).
+RESTART_ATTEMPTS = 3
 
 NGINX_CONFIG = """\
 # Written by trocr-fleet: an L7 gRPC proxy in front of the replicas, on loopback.
@@ -133,6 +136,7 @@ class Timeline:
 
     killed_at_s: float | None = None
     replica_ready_at_s: float | None = None
+    replica_starts: int = 0
     failed_tries_at_s: list[float] = field(default_factory=list)
 
 
@@ -148,6 +152,7 @@ class FleetReport:
     killed_at_s: float
     disruption_s: float  # from the kill to the last failed try (0: no client saw an error)
     replica_ready_after_s: float  # from the kill to the replica answering ready again
+    replica_starts: int  # starts it took (more than 1: a start failed and was tried again)
     replica_served_again: bool  # requests reached the restarted replica through the proxy
     throughput_before_per_s: float
     throughput_after_per_s: float
@@ -160,7 +165,8 @@ class FleetReport:
             + (f" {self.lost_errors}" if self.lost_errors else ""),
             f"failed tries hidden by retries: {sum(self.failed_tries_retried.values())} {self.failed_tries_retried}",
             f"replica killed at {self.killed_at_s:.1f} s; disruption {self.disruption_s:.1f} s; ready again after "
-            f"{self.replica_ready_after_s:.1f} s; served again through the proxy: {self.replica_served_again}",
+            f"{self.replica_ready_after_s:.1f} s ({self.replica_starts} start(s)); served again through the proxy: "
+            f"{self.replica_served_again}",
             f"throughput: {self.throughput_before_per_s:.1f} req/s before the kill, "
             f"{self.throughput_after_per_s:.1f} req/s after the replica is back",
         ]
@@ -200,6 +206,19 @@ async def _drive(
     return records
 
 
+def _restart(replica: TritonServer, timeline: Timeline) -> None:
+    """SIGKILL of the replica's process group, then a start on the same ports, tried again if it fails."""
+    for attempt in range(1, RESTART_ATTEMPTS + 1):
+        timeline.replica_starts = attempt
+        try:
+            replica.relaunch()
+            return
+        except ServerError as exc:
+            if attempt == RESTART_ATTEMPTS:
+                raise
+            LOGGER.warning("the replica failed to start (%s): starting it again", str(exc).splitlines()[0])
+
+
 async def _run(replicas: list[TritonServer], proxy: NginxProxy, spec: argparse.Namespace) -> FleetReport:
     images = image_set("samples+generated", 16)
     timeline = Timeline()
@@ -213,7 +232,7 @@ async def _run(replicas: list[TritonServer], proxy: NginxProxy, spec: argparse.N
         await asyncio.sleep(spec.before_s)
         timeline.killed_at_s = time.monotonic() - start
         LOGGER.info("killing replica %s at %.1f s", victim.grpc_url, timeline.killed_at_s)
-        await asyncio.to_thread(victim.relaunch)  # SIGKILL of its process group, then the same ports
+        await asyncio.to_thread(_restart, victim, timeline)
         timeline.replica_ready_at_s = time.monotonic() - start
         served_at_restart = total(scrape(victim.metrics_url), "nv_inference_request_success_total", model="trocr")
         await asyncio.sleep(spec.after_s)
@@ -241,6 +260,7 @@ async def _run(replicas: list[TritonServer], proxy: NginxProxy, spec: argparse.N
         killed_at_s=round(timeline.killed_at_s, 2),
         disruption_s=round(max(failures) - timeline.killed_at_s, 2) if failures else 0.0,
         replica_ready_after_s=round(timeline.replica_ready_at_s - timeline.killed_at_s, 2),
+        replica_starts=timeline.replica_starts,
         replica_served_again=served_again,
         throughput_before_per_s=round(len(before) / timeline.killed_at_s, 2),
         throughput_after_per_s=round(len(after) / (duration_s - timeline.replica_ready_at_s), 2),
