@@ -13,16 +13,9 @@ from trocr_build.export import Dimensions
 from trocr_build.repository import ServingOptions, build_repository
 from trocr_build.targets import native_models
 from trocr_serving import graph_names as names
-from trocr_serving.launcher import ServerError, ServerInstall, check_repository
+from trocr_serving.launcher import ServerError, ServerInstall, check_repository, model_configs_of
 
 ORT_TYPES = {"tensor(float)": pb.TYPE_FP32, "tensor(float16)": pb.TYPE_FP16, "tensor(int64)": pb.TYPE_INT64}
-
-
-def configs_of(repository) -> dict[str, pb.ModelConfig]:
-    return {
-        path.parent.name: text_format.Parse(path.read_text(), pb.ModelConfig())
-        for path in repository.glob("*/config.pbtxt")
-    }
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def assert_matches_graph(config: pb.ModelConfig, session: ort.InferenceSession) 
 
 
 def test_container_target_has_native_encoder_and_decoder(container):
-    configs = configs_of(container)
+    configs = model_configs_of(container)
     assert sorted(configs) == ["decoder", "encoder", "scheduler", "trocr"]
     for name in ("encoder", "decoder"):
         config = configs[name]
@@ -62,8 +55,8 @@ def test_container_target_has_native_encoder_and_decoder(container):
 
 def test_native_configs_agree_with_the_pip_targets_and_the_graph_names(container, built_tiny):
     """The pip target writes the encoder's tensors from the model's dimensions, independently of the graph."""
-    native = configs_of(container)
-    pip_encoder = configs_of(built_tiny.repository)["encoder"]
+    native = model_configs_of(container)
+    pip_encoder = model_configs_of(built_tiny.repository)["encoder"]
     assert list(native["encoder"].input) == list(pip_encoder.input)
     assert list(native["encoder"].output) == list(pip_encoder.output)
     layers = Dimensions.of(built_tiny.model).num_layers
@@ -73,16 +66,16 @@ def test_native_configs_agree_with_the_pip_targets_and_the_graph_names(container
 
 
 def test_container_scheduler_runs_the_decoder_models_graph(container):
-    decoder_onnx = configs_of(container)["scheduler"].parameters["decoder_onnx"].string_value
+    decoder_onnx = model_configs_of(container)["scheduler"].parameters["decoder_onnx"].string_value
     assert decoder_onnx == "decoder/1/decoder.onnx"  # one file for both: no copy
     # a native encoder has no stub to watch, and its outputs are asked for in CPU memory
-    assert configs_of(container)["scheduler"].parameters["encoder_backend"].string_value == "onnxruntime"
+    assert model_configs_of(container)["scheduler"].parameters["encoder_backend"].string_value == "onnxruntime"
     assert (container / decoder_onnx).is_file() and (container / "decoder" / "1" / "row_copy.onnx").is_file()
     assert not (container / "scheduler" / "1" / "decoder.onnx").exists()
 
 
 def test_pip_target_is_python_models_only(built_tiny):
-    configs = configs_of(built_tiny.repository)
+    configs = model_configs_of(built_tiny.repository)
     assert sorted(configs) == ["encoder", "scheduler", "trocr"]
     assert configs["scheduler"].parameters["encoder_backend"].string_value == "python"
     for name, config in configs.items():
@@ -94,7 +87,7 @@ def test_a_rebuild_for_the_other_target_leaves_nothing_of_the_first(container, t
     repository = tmp_path / "repository"
     build_repository("random:tiny", repository, options=ServingOptions(target="triton-container"))
     build_repository("random:tiny", repository, options=ServingOptions(target="pip"))
-    assert sorted(configs_of(repository)) == ["encoder", "scheduler", "trocr"]
+    assert sorted(model_configs_of(repository)) == ["encoder", "scheduler", "trocr"]
     assert not (repository / "decoder").exists() and (repository / "encoder" / "1" / "model.py").is_file()
 
 
