@@ -23,7 +23,7 @@ from trocr_build.export import (
 )
 from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
 from trocr_build.targets import DECODER_MODEL, TARGETS, decoder_home, native_models
-from trocr_build.trained_models import resolve_model
+from trocr_build.trained_models import resolve_model, weights_digest
 from trocr_build.variants import PRECISIONS, convert_and_validate
 from trocr_client import protocol
 from trocr_client.images import sample_paths
@@ -307,6 +307,7 @@ def build_repository(
         "format": REPOSITORY_FORMAT,
         "model": model,
         "source": source,
+        "weights_sha256": weights_digest(source),
         "options": dataclasses.asdict(options),
         "max_abs_diff": report,
         "tolerance": atol,
@@ -321,12 +322,14 @@ def build_repository(
 def ensure_repository(
     model: str, repository: Path, rebuild: bool = False, options: ServingOptions | None = None
 ) -> dict:
-    """Build unless `repository` already holds `model` (same source); returns the build info."""
+    """Build unless `repository` already holds `model` (same source and weights); returns the build info."""
     options = options or ServingOptions()
     info_path = repository / BUILD_INFO_FILE
+    source = resolve_model(model)
     wanted = {
         "format": REPOSITORY_FORMAT,
-        "source": resolve_model(model),
+        "source": source,
+        "weights_sha256": weights_digest(source),
         "options": json.loads(json.dumps(dataclasses.asdict(options))),  # as build_info.json holds them
     }
     if not rebuild and info_path.exists():

@@ -14,6 +14,7 @@ import shutil
 import string
 import subprocess
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -60,6 +61,7 @@ CAPITALS_FONTS = (*_BWHT, "Humor-Sans")
 CHARSET = string.ascii_letters + string.digits + " .,;:!?'\"-()&/#%+*=@$"
 MIN_CHARS = 3
 MAX_CHARS = 26
+FIRST_DATE, LAST_DATE = date(1950, 1, 1), date(2025, 12, 31)
 
 
 class FontsMissingError(RuntimeError):
@@ -133,11 +135,17 @@ class TextSource:
                 (0.12, self.faker.name),
                 (0.10, self.faker.street_address),
                 (0.05, self.faker.city),
-                (0.06, lambda: self.faker.date(pattern=self.random.choice(("%d/%m/%Y", "%B %d, %Y", "%Y-%m-%d")))),
+                (0.06, self._date),
                 (0.04, self.faker.phone_number),
                 (0.18, self._random_string),
             )
         )
+
+    def _date(self) -> str:
+        """A date in one of three formats; between fixed dates (Faker's own `date()` ends today, so the lines, and
+        the held-out set, would change from day to day)."""
+        day = self.faker.date_between_dates(date_start=FIRST_DATE, date_end=LAST_DATE)
+        return day.strftime(self.random.choice(("%d/%m/%Y", "%B %d, %Y", "%Y-%m-%d")))
 
     def _random_string(self) -> str:
         length = self.random.randint(MIN_CHARS, self.max_chars)
