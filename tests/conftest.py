@@ -1,4 +1,4 @@
-"""Models the tests build themselves: random weights, no network."""
+"""Models the tests build themselves (random weights) or find shipped: no network."""
 
 from __future__ import annotations
 
@@ -35,3 +35,9 @@ def built_tiny(tmp_path_factory) -> Built:
 @pytest.fixture(scope="session")
 def built_small(tmp_path_factory) -> Built:
     return _build("random:small", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def built_synthetic(tmp_path_factory) -> Built:
+    """The trained model shipped in the package (`trocr-train`'s weights)."""
+    return _build("synthetic:small", tmp_path_factory)

@@ -1,7 +1,8 @@
 """`trocr-demo`: the main job end to end, offline.
 
-Builds the model repository (default `random:small`: random weights, so the text is meaningless), starts
-Triton on free loopback ports, transcribes the sample images over gRPC, prints the texts and stops the server.
+Builds the model repository (default `synthetic:small`, the small model trained offline and shipped in the
+package), starts Triton on free loopback ports, transcribes the sample images over gRPC, prints the texts and
+stops the server.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ LOGGER = logging.getLogger(__name__)
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-demo", description=__doc__)
-    p.add_argument("--model", default="random:small", help="as for trocr-build (default: %(default)s)")
+    p.add_argument("--model", default="synthetic:small", help="as for trocr-build (default: %(default)s)")
     p.add_argument("--repository", type=Path, default=paths.default_repository())
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the repository holds this model")
     p.add_argument("images", nargs="*", type=Path, help=f"images to transcribe (default: {SAMPLES_DIR}/*)")

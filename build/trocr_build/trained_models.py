@@ -18,22 +18,19 @@ SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "synthetic_models"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def synthetic_models_dir() -> Path:
+def synthetic_models_dir(cache_dir: Path | None = None) -> Path:
     """Where `trocr-train` writes."""
-    return paths.cache_dir() / "synthetic-models"
+    return (cache_dir or paths.cache_dir()) / "synthetic-models"
 
 
-def synthetic_model_dir(model: str) -> Path:
+def synthetic_model_dir(model: str, cache_dir: Path | None = None) -> Path:
     name = model.removeprefix(SYNTHETIC_PREFIX)
-    for folder in (synthetic_models_dir(), SHIPPED_MODELS_DIR):
+    trained = synthetic_models_dir(cache_dir)
+    for folder in (trained, SHIPPED_MODELS_DIR):
         if (folder / name / WEIGHTS_FILE).exists():
             return folder / name
-    known = sorted(
-        {p.parent.name for d in (synthetic_models_dir(), SHIPPED_MODELS_DIR) for p in d.glob(f"*/{WEIGHTS_FILE}")}
-    )
-    raise ValueError(
-        f"unknown model {model!r}: shipped or made by trocr-train in {synthetic_models_dir()}: {known or 'none'}"
-    )
+    known = sorted({p.parent.name for d in (trained, SHIPPED_MODELS_DIR) for p in d.glob(f"*/{WEIGHTS_FILE}")})
+    raise ValueError(f"unknown model {model!r}: shipped or made by trocr-train in {trained}: {known or 'none'}")
 
 
 def resolve_model(model: str, cache_dir: Path | None = None) -> str:
@@ -41,7 +38,7 @@ def resolve_model(model: str, cache_dir: Path | None = None) -> str:
     if is_random_model(model):
         return str(random_model_dir(model, cache_dir))
     if model.startswith(SYNTHETIC_PREFIX):
-        return str(synthetic_model_dir(model))
+        return str(synthetic_model_dir(model, cache_dir))
     return model
 
 

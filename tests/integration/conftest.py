@@ -53,12 +53,17 @@ def small(built_small, tmp_path_factory):
     yield from _serve(built_small, tmp_path_factory.mktemp("small-server"))
 
 
+@pytest.fixture(scope="session")
+def synthetic(built_synthetic, tmp_path_factory):
+    yield from _serve(built_synthetic, tmp_path_factory.mktemp("synthetic-server"))
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
-        for name in ("tiny", "small"):
+        for name in ("tiny", "small", "synthetic"):
             served = item.funcargs.get(name)
             if served is not None:
                 report.sections.append((f"tritonserver log ({name})", served.server.log_tail(80)))

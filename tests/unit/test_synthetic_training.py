@@ -19,7 +19,7 @@ from trocr_build.synthetic_lines import (
     split_fonts,
 )
 from trocr_build.train import main as train_main
-from trocr_build.trained_models import resolve_model
+from trocr_build.trained_models import SHIPPED_MODELS_DIR, resolve_model
 from trocr_loadtest.eval_sets import MANIFEST_FILE, load_manifest
 
 
@@ -55,12 +55,13 @@ def test_rendered_lines_are_varied_and_their_text_is_drawable(fonts):
 
 def test_trocr_train_writes_a_loadable_model_its_figures_and_the_held_out_set(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TROCR_TRITON_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match=r"unknown model 'synthetic:small': trocr-train has made none"):
-        resolve_model("synthetic:small")
+    assert resolve_model("synthetic:small") == str(SHIPPED_MODELS_DIR / "small")  # nothing trained yet: shipped
+    with pytest.raises(ValueError, match=r"unknown model 'synthetic:large': shipped or made by .*: \['small'\]"):
+        resolve_model("synthetic:large")
     heldout_dir = tmp_path / "heldout"
     argv = ["--heldout-output", str(heldout_dir), "--steps", "2", "--batch-size", "4", "--warmup-steps", "1"]
     train_main([*argv, "--eval-every", "1", "--validation-lines", "4", "--heldout-lines", "6"])
-    model_dir = Path(resolve_model("synthetic:small"))  # where trocr-train writes by default
+    model_dir = Path(resolve_model("synthetic:small"))  # where trocr-train writes by default: a user's own wins
     assert model_dir == tmp_path / "cache" / "synthetic-models" / "small"
     figures = json.loads((model_dir / "training.json").read_text())
     assert figures["steps"] == 2 and [h["step"] for h in figures["history"]] == [1, 2]
