@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import VisionEncoderDecoderModel
 
+from trocr_build.repository import ensure_repository
 from trocr_build.synthetic_lines import (
     CHARSET,
     HELD_OUT_FONTS,
@@ -19,7 +22,7 @@ from trocr_build.synthetic_lines import (
     split_fonts,
 )
 from trocr_build.train import main as train_main
-from trocr_build.trained_models import SHIPPED_MODELS_DIR, resolve_model
+from trocr_build.trained_models import SHIPPED_MODELS_DIR, resolve_model, weights_digest
 from trocr_loadtest.eval_sets import MANIFEST_FILE, load_manifest
 
 
@@ -72,3 +75,21 @@ def test_trocr_train_writes_a_loadable_model_its_figures_and_the_held_out_set(tm
     assert len(lines) == 6 and all(line.path.is_file() for line in lines)
     assert '"heldout_cer"' in capsys.readouterr().out
     assert resolve_model("microsoft/trocr-small-handwritten") == "microsoft/trocr-small-handwritten"
+
+
+def test_a_model_trained_again_is_exported_again(tmp_path):
+    """The repository records its weights' SHA-256: the same folder with new weights is not served stale."""
+    mine = tmp_path / "mine"
+    shutil.copytree(SHIPPED_MODELS_DIR / "small", mine)
+    first = ensure_repository(str(mine), tmp_path / "repository")
+    graph = tmp_path / "repository" / "encoder" / "1" / "encoder.onnx"
+    built_at = graph.stat().st_mtime_ns
+    ensure_repository(str(mine), tmp_path / "repository")
+    assert graph.stat().st_mtime_ns == built_at  # same weights: kept
+    model = VisionEncoderDecoderModel.from_pretrained(mine)
+    with torch.no_grad():
+        model.decoder.output_projection.weight[0, 0] += 0.5
+    model.save_pretrained(mine)  # "trained again"
+    second = ensure_repository(str(mine), tmp_path / "repository")
+    assert graph.stat().st_mtime_ns != built_at
+    assert second["weights_sha256"] != first["weights_sha256"] == weights_digest(str(SHIPPED_MODELS_DIR / "small"))
