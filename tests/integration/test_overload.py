@@ -109,6 +109,9 @@ def test_a_grpc_deadline_drops_the_requests_still_queued(narrow):
         # 60 tokens x 8 beams: each run holds the 8 decoder rows at least three times as long as the deadline.
         inputs = build_inputs([IMAGES[index % len(IMAGES)]], 60, WORK["num_beams"], True)
         with grpcclient.InferenceServerClient(narrow.grpc_url) as client:
+            # Connected first: the deadline covers the request alone (a 2-core machine under load once spent it
+            # connecting, and the call ended UNAVAILABLE).
+            client.is_server_live()
             try:
                 client.infer("trocr", inputs, client_timeout=0.05)  # a gRPC deadline only
                 outcomes.append("OK")
