@@ -448,7 +448,9 @@ class TritonServer:
             code = self.process.poll()
             if code is not None:
                 raise ServerError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
-            if self.is_ready():
+            # Ready, and every endpoint listening: the metrics service starts after HTTP's readiness, and a caller
+            # scraping at once was refused (seen in trocr-fleet right after a restart).
+            if self.is_ready() and all(port_in_use(host, port) for host, port in self._addresses().values()):
                 LOGGER.info("tritonserver is ready: %s", ", ".join(models_in(self.model_repository)))
                 return
             time.sleep(0.25)
