@@ -1,18 +1,20 @@
 """`trocr-train`: train `synthetic:small`, a small TrOCR (DeiT encoder, TrOCR decoder, byte vocabulary) on
 synthetic text lines, on the CPU, and write it (into the cache folder) with the held-out set it is evaluated on.
 
-Every training line is rendered once, on the fly, by a data-loader process (no line is seen twice); the fonts of
-`synthetic_lines.HELD_OUT_FONTS` are used for the held-out set only. The figures (training time, CER on lines of
+Training lines are rendered on the fly by a data-loader process, each trained on `--line-uses` times; the fonts
+of `synthetic_lines.HELD_OUT_FONTS` are used for the held-out set only. The figures (training time, CER on lines of
 the training fonts and on the held-out fonts, by Hugging Face `generate()`) go to `training.json` beside the weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import logging
 import math
+import random
 import shlex
 import sys
 import time
@@ -61,6 +63,7 @@ HELDOUT_SEED = 3
 # Training renders small (the model sees 32 pixels of height); the held-out set renders large, like a scan.
 TRAINING_FONT_SIZES = (24, 48)
 CURRICULUM_START_CHARS = 8
+CHUNK_LINES = 256
 HELDOUT_FONT_SIZES = (28, 64)
 
 
@@ -71,22 +74,35 @@ def server_image_config(processor: TrOCRProcessor) -> ImageConfig:
 
 
 class RenderedLines(IterableDataset):
-    """Lines rendered on the fly; the longest line grows from CURRICULUM_START_CHARS to MAX_CHARS over the first
-    `curriculum_lines` (short lines first: a decoder finds where to look in a short line sooner)."""
+    """Lines rendered on the fly, each used `line_uses` times: lines are rendered in chunks of CHUNK_LINES, and
+    each round yields the newest `line_uses` chunks shuffled together, so a line comes back once per round, never
+    twice in a round (rendering a line costs about as much as training on 64 of them: reusing it lets the 2 cores
+    train more). The longest line grows from CURRICULUM_START_CHARS to MAX_CHARS over the first
+    `curriculum_lines` rendered lines (short lines first: a decoder finds where to look in a short line sooner)."""
 
-    def __init__(self, fonts: list[Path], seed: int, config: ImageConfig, processor, curriculum_lines: int):
+    def __init__(
+        self, fonts: list[Path], seed: int, config: ImageConfig, processor, curriculum_lines: int, line_uses: int = 1
+    ):
         self.fonts, self.seed, self.config, self.processor = fonts, seed, config, processor
-        self.curriculum_lines = curriculum_lines
+        self.curriculum_lines, self.line_uses = curriculum_lines, line_uses
 
     def __iter__(self):
         worker = get_worker_info()
-        renderer = LineRenderer(self.fonts, self.seed * 1000 + (worker.id if worker else 0), TRAINING_FONT_SIZES)
+        seed = self.seed * 1000 + (worker.id if worker else 0)
+        renderer = LineRenderer(self.fonts, seed, TRAINING_FONT_SIZES)
+        shuffler = random.Random(seed)
         workers = worker.num_workers if worker else 1
-        for count in itertools.count():
-            progress = min(1.0, count * workers / max(1, self.curriculum_lines))
+        chunks = collections.deque(maxlen=self.line_uses)
+        for chunk in itertools.count():
+            progress = min(1.0, chunk * CHUNK_LINES * workers / max(1, self.curriculum_lines))
             renderer.text.max_chars = round(CURRICULUM_START_CHARS + progress * (MAX_CHARS - CURRICULUM_START_CHARS))
-            line = renderer.sample()
-            yield preprocess_one(line.image, self.config), label_ids(self.processor, line.text)
+            chunks.append([self._example(renderer.sample()) for _ in range(CHUNK_LINES)])
+            round_ = [example for lines in chunks for example in lines]
+            shuffler.shuffle(round_)
+            yield from round_
+
+    def _example(self, line) -> tuple[np.ndarray, list[int]]:
+        return preprocess_one(line.image, self.config), label_ids(self.processor, line.text)
 
 
 class ColumnCtcHead(torch.nn.Module):
@@ -175,15 +191,12 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     model, processor = build_model(SYNTHETIC_SMALL)
     config = server_image_config(processor)
     validation = render_lines(training_fonts, VALIDATION_SEED, args.validation_lines, TRAINING_FONT_SIZES)
+    curriculum_lines = int(args.curriculum * args.steps * args.batch_size / args.line_uses)
+    lines = RenderedLines(training_fonts, TRAINING_SEED, config, processor, curriculum_lines, args.line_uses)
+    # (--loader-workers 0 renders in the main process, between steps; DataLoader takes these with processes only)
+    background = {"prefetch_factor": 4, "persistent_workers": True} if args.loader_workers else {}
     loader = DataLoader(
-        RenderedLines(
-            training_fonts, TRAINING_SEED, config, processor, int(args.curriculum * args.steps * args.batch_size)
-        ),
-        batch_size=args.batch_size,
-        num_workers=args.loader_workers,
-        collate_fn=collate,
-        prefetch_factor=4,
-        persistent_workers=True,
+        lines, batch_size=args.batch_size, num_workers=args.loader_workers, collate_fn=collate, **background
     )
     ctc = ColumnCtcHead(SYNTHETIC_SMALL)
     parameters = [*model.parameters(), *ctc.parameters()]
@@ -239,7 +252,9 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
         "ctc_weight": args.ctc_weight,
         "curriculum": args.curriculum,
         "batch_size": args.batch_size,
-        "training_lines": args.steps * args.batch_size,
+        "line_uses": args.line_uses,
+        "loader_workers": args.loader_workers,
+        "training_lines": args.steps * args.batch_size // args.line_uses,
         "training_minutes": round(training_minutes, 1),
         "threads": args.threads,
         "training_fonts": sorted(path.stem for path in training_fonts),
@@ -266,7 +281,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--curriculum", type=float, default=0.3, help="share of the steps over which lines lengthen")
     p.add_argument("--ctc-weight", type=float, default=1.0, help="of the training-only CTC loss on the encoder")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
-    p.add_argument("--loader-workers", type=int, default=1, help="processes rendering lines")
+    p.add_argument("--loader-workers", type=int, default=1, help="processes rendering lines (0: the main process)")
+    p.add_argument("--line-uses", type=int, default=1, help="times each rendered line is trained on")
     p.add_argument("--eval-every", type=int, default=300, help="steps between checks on the validation lines")
     p.add_argument("--validation-lines", type=int, default=128)
     p.add_argument("--heldout-lines", type=int, default=200)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import VisionEncoderDecoderModel
+from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
 from trocr_build.repository import ensure_repository
 from trocr_build.synthetic_lines import (
@@ -21,6 +23,7 @@ from trocr_build.synthetic_lines import (
     load_fonts,
     split_fonts,
 )
+from trocr_build.train import CHUNK_LINES, RenderedLines, server_image_config
 from trocr_build.train import main as train_main
 from trocr_build.trained_models import SHIPPED_MODELS_DIR, resolve_model, weights_digest
 from trocr_loadtest.eval_sets import MANIFEST_FILE, load_manifest
@@ -54,6 +57,18 @@ def test_rendered_lines_are_varied_and_their_text_is_drawable(fonts):
     assert len({line.font for line in lines}) > 10 and len({line.image.height for line in lines}) > 5
     again = LineRenderer(training, seed=5, font_sizes=(20, 44)).sample()
     assert (again.text, again.font) == (lines[0].text, lines[0].font)  # seeded
+
+
+def test_each_rendered_line_is_trained_on_twice_never_twice_in_one_round(fonts):
+    processor = TrOCRProcessor.from_pretrained(SHIPPED_MODELS_DIR / "small")
+    lines = RenderedLines(fonts[0], 4, server_image_config(processor), processor, curriculum_lines=0, line_uses=2)
+    keys = [(pixels.tobytes(), tuple(labels)) for pixels, labels in itertools.islice(lines, 7 * CHUNK_LINES)]
+    # rounds: chunk 1; chunks 1 and 2; chunks 2 and 3; chunks 3 and 4
+    starts = (CHUNK_LINES, 3 * CHUNK_LINES, 5 * CHUNK_LINES)
+    rounds = [keys[:CHUNK_LINES], *(keys[start : start + 2 * CHUNK_LINES] for start in starts)]
+    assert all(len(set(round_)) == len(round_) for round_ in rounds)
+    assert sorted(collections.Counter(keys).values()) == [1] * CHUNK_LINES + [2] * 3 * CHUNK_LINES
+    assert set(rounds[0]) < set(rounds[1]) and rounds[1][:CHUNK_LINES] != rounds[0]  # shuffled together
 
 
 def test_trocr_train_writes_a_loadable_model_its_figures_and_the_held_out_set(tmp_path, capsys, monkeypatch):
