@@ -78,7 +78,8 @@ class RenderedLines(IterableDataset):
     each round yields the newest `line_uses` chunks shuffled together, so a line comes back once per round, never
     twice in a round (rendering a line costs about as much as training on 64 of them: reusing it lets the 2 cores
     train more). The longest line grows from CURRICULUM_START_CHARS to MAX_CHARS over the first
-    `curriculum_lines` rendered lines (short lines first: a decoder finds where to look in a short line sooner)."""
+    `curriculum_lines` rendered lines (short lines first: a decoder finds where to look in a short line sooner).
+    With `line_uses` 1 the lines come in the order rendered, as the shipped model was trained."""
 
     def __init__(
         self, fonts: list[Path], seed: int, config: ImageConfig, processor, curriculum_lines: int, line_uses: int = 1
@@ -92,14 +93,18 @@ class RenderedLines(IterableDataset):
         renderer = LineRenderer(self.fonts, seed, TRAINING_FONT_SIZES)
         shuffler = random.Random(seed)
         workers = worker.num_workers if worker else 1
-        chunks = collections.deque(maxlen=self.line_uses)
-        for chunk in itertools.count():
-            progress = min(1.0, chunk * CHUNK_LINES * workers / max(1, self.curriculum_lines))
+        chunks, chunk = collections.deque(maxlen=self.line_uses), []
+        for count in itertools.count():
+            progress = min(1.0, count * workers / max(1, self.curriculum_lines))
             renderer.text.max_chars = round(CURRICULUM_START_CHARS + progress * (MAX_CHARS - CURRICULUM_START_CHARS))
-            chunks.append([self._example(renderer.sample()) for _ in range(CHUNK_LINES)])
-            round_ = [example for lines in chunks for example in lines]
-            shuffler.shuffle(round_)
-            yield from round_
+            chunk.append(self._example(renderer.sample()))
+            if len(chunk) == CHUNK_LINES:
+                chunks.append(chunk)
+                chunk = []
+                round_ = [example for lines in chunks for example in lines]
+                if len(chunks) > 1:  # (one chunk: the lines in the order rendered, as before --line-uses)
+                    shuffler.shuffle(round_)
+                yield from round_
 
     def _example(self, line) -> tuple[np.ndarray, list[int]]:
         return preprocess_one(line.image, self.config), label_ids(self.processor, line.text)
