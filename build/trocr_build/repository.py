@@ -48,7 +48,7 @@ LOGGER = logging.getLogger(__name__)
 MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 PYTHON_MODELS = {"pip": MODEL_NAMES, "triton-container": (sp.MODEL_NAME, protocol.MODEL_NAME)}
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 8
+REPOSITORY_FORMAT = 9
 
 
 @dataclass(frozen=True)
