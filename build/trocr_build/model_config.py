@@ -54,6 +54,9 @@ class QueuePolicy:
 
 @dataclass(frozen=True)
 class DynamicBatching:
+    """Triton's dynamic batcher; on a model with max_batch_size 0 it batches nothing and serves as the queue that
+    applies `queue_policy`."""
+
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
     queue_policy: QueuePolicy | None = None
@@ -106,8 +109,18 @@ class ModelConfig:
             raise ModelConfigError(f"{self.name}: instance_kind {self.instance_kind!r} is not one of {kinds}")
         if (self.instance_kind == "KIND_GPU") != bool(self.gpus) or any(gpu < 0 for gpu in self.gpus):
             raise ModelConfigError(f"{self.name}: KIND_GPU needs GPU ids (>= 0), KIND_CPU none; got {self.gpus}")
-        if self.dynamic_batching and self.max_batch_size == 0:
-            raise ModelConfigError(f"{self.name}: dynamic_batching needs max_batch_size > 0")
+        if self.backend == "python" and self.max_batch_size > 0:
+            # WAR: python_backend of Triton 2.51 (r24.10, python_be.cc CheckIncomingRequests/ProcessRequests)
+            # returns from an execute whose rows add up to 0 without answering its requests, and tritonserver
+            # dies (SIGSEGV): one request of shape [0, ...] from any client. Unbatched (max_batch_size 0), each
+            # request counts 1, so the model sees the empty request and refuses it. The batch dimension is then
+            # an explicit -1 in dims, and row limits are the model's to check.
+            raise ModelConfigError(
+                f"{self.name}: a Python-backend model must not be batched by Triton (max_batch_size 0): an "
+                "empty batch crashes Triton 2.51"
+            )
+        if self.dynamic_batching and self.max_batch_size == 0 and self.dynamic_batching.preferred_batch_sizes:
+            raise ModelConfigError(f"{self.name}: preferred_batch_sizes need max_batch_size > 0")
         if self.dynamic_batching and any(
             not 0 < size <= self.max_batch_size for size in self.dynamic_batching.preferred_batch_sizes
         ):

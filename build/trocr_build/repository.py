@@ -48,7 +48,7 @@ LOGGER = logging.getLogger(__name__)
 MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 PYTHON_MODELS = {"pip": MODEL_NAMES, "triton-container": (sp.MODEL_NAME, protocol.MODEL_NAME)}
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 9
+REPOSITORY_FORMAT = 10
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,6 @@ class ServingOptions:
     # on a CPU the encoder costs the same per image at any batch size, and images encoded together join the
     # decoder batch together (see trocr_serving.encode_feeder).
     encoder_max_batch_size: int = 16
-    encoder_queue_delay_us: int = 0
-    trocr_max_batch_size: int = protocol.MAX_IMAGES_PER_REQUEST
     # Front instances: each serves one request at a time, so this bounds the requests in the scheduler at once.
     trocr_instances: int = 16
     # Triton's queue in front of `trocr` (requests beyond the instances); beyond, UNAVAILABLE at once, refused by
@@ -177,13 +175,14 @@ def model_configs(
     layers, heads, head_dim = dims.num_layers, dims.num_heads, dims.head_dim
     cross = (layers, 2, heads, dims.encoder_seq_len, head_dim)
     threads = {"intra_op_threads": str(options.intra_op_threads)}
+    # The Python models are not batched by Triton (model_config: an empty batch crashes Triton 2.51): their
+    # tensors carry the batch dimension (-1), and each model bounds its rows itself.
     encoder = ModelConfig(
         name="encoder",
-        max_batch_size=options.encoder_max_batch_size,
-        inputs=(Tensor(names.PIXEL_VALUES, "FP32", (3, height, width)),),
-        outputs=(Tensor(names.CROSS_KEY_VALUES, "FP32", cross),),
-        dynamic_batching=DynamicBatching(max_queue_delay_us=options.encoder_queue_delay_us),
-        parameters={"onnx_file": names.ENCODER_ONNX, **threads},
+        max_batch_size=0,
+        inputs=(Tensor(names.PIXEL_VALUES, "FP32", (-1, 3, height, width)),),
+        outputs=(Tensor(names.CROSS_KEY_VALUES, "FP32", (-1, *cross)),),
+        parameters={"onnx_file": names.ENCODER_ONNX, "max_rows": str(options.encoder_max_batch_size), **threads},
         **options.placement(),
     )
     scheduler = ModelConfig(
@@ -209,29 +208,29 @@ def model_configs(
         ).to_parameters()
         | {sp.ENCODER_BACKEND: "python" if options.target == "pip" else "onnxruntime"},
     )
-    scalar = ()
+    # Callers send [images, 1] (the KServe shape of a batched model); the model sees one value per image.
+    row, rows = (-1, 1), (-1,)
     default_timeout_us = int(options.default_request_timeout_s * 1e6)
     trocr = ModelConfig(
         name=protocol.MODEL_NAME,
-        max_batch_size=options.trocr_max_batch_size,
+        max_batch_size=0,
         inputs=(
-            Tensor(protocol.INPUT_IMAGE, "BYTES", (1,), reshape=scalar),
-            Tensor(protocol.INPUT_MAX_NEW_TOKENS, "INT32", (1,), optional=True, reshape=scalar),
-            Tensor(protocol.INPUT_NUM_BEAMS, "INT32", (1,), optional=True, reshape=scalar),
-            Tensor(protocol.INPUT_IGNORE_EOS, "BOOL", (1,), optional=True, reshape=scalar),
+            Tensor(protocol.INPUT_IMAGE, "BYTES", row, reshape=rows),
+            Tensor(protocol.INPUT_MAX_NEW_TOKENS, "INT32", row, optional=True, reshape=rows),
+            Tensor(protocol.INPUT_NUM_BEAMS, "INT32", row, optional=True, reshape=rows),
+            Tensor(protocol.INPUT_IGNORE_EOS, "BOOL", row, optional=True, reshape=rows),
         ),
         outputs=(
-            Tensor(protocol.OUTPUT_TEXT, "BYTES", (1,), reshape=scalar),
-            Tensor(protocol.OUTPUT_SCORE, "FP32", (1,), reshape=scalar),
-            Tensor(protocol.OUTPUT_TOKEN_IDS, "INT32", (-1,)),
-            Tensor(protocol.OUTPUT_ERROR_CODE, "INT32", (1,), reshape=scalar),
-            Tensor(protocol.OUTPUT_ERROR, "BYTES", (1,), reshape=scalar),
+            Tensor(protocol.OUTPUT_TEXT, "BYTES", row, reshape=rows),
+            Tensor(protocol.OUTPUT_SCORE, "FP32", row, reshape=rows),
+            Tensor(protocol.OUTPUT_TOKEN_IDS, "INT32", (-1, -1)),
+            Tensor(protocol.OUTPUT_ERROR_CODE, "INT32", row, reshape=rows),
+            Tensor(protocol.OUTPUT_ERROR, "BYTES", row, reshape=rows),
         ),
         instance_count=options.trocr_instances,
         dynamic_batching=DynamicBatching(
-            # One request per execute() (an instance serves one at a time): the queue policy needs a dynamic
-            # batcher, not the batching.
-            preferred_batch_sizes=(1,),
+            # One request per execute() (an instance serves one at a time): the dynamic batcher is the queue
+            # that applies the policy.
             queue_policy=QueuePolicy(
                 max_queue_size=options.trocr_max_queue_size,
                 default_timeout_us=default_timeout_us,

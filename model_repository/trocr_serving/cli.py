@@ -119,18 +119,18 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         return 1
     LOGGER.info("serving: gRPC %s, HTTP %s, metrics %s", server.grpc_url, server.http_url, server.metrics_url)
-    position = 0
+    position, failure = 0, None
     try:
-        while not stopping and server.process.poll() is None:
+        # The server's watchdog restarts it when it or a stub dies; it is down for good only when it gave up.
+        while not stopping and (failure := server.failure()) is None:
             position = _stream(server.log_path, position)
             time.sleep(0.5)
     finally:
-        exited = server.process.poll()
         server.stop()
         _stream(server.log_path, position)  # the shutdown log
         server.close()
-    if exited is not None:
-        LOGGER.error("tritonserver exited with code %s", exited)
+    if failure is not None:
+        LOGGER.error("trocr-serve stops: %s", failure)
         return 1
     return 0
 

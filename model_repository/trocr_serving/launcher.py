@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -309,6 +310,10 @@ class TritonServer:
         self.server_id = f"trocr-triton-{secrets.token_hex(6)}"
         self.watchdog = StubWatchdog(self) if watchdog else None
         self.process: subprocess.Popen | None = None
+        # One owner of the process at a time: the watchdog's restart and stop() never act on it together, and a
+        # stop cuts short a restart that is waiting for readiness.
+        self._lifecycle = threading.Lock()
+        self._stopping = threading.Event()
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._log_handle = None
 
@@ -374,6 +379,7 @@ class TritonServer:
         return env
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> TritonServer:
+        self._stopping.clear()
         self._workdir = tempfile.TemporaryDirectory(prefix="trocr-triton-")
         self._backends = self.install.backend_directory(Path(self._workdir.name))
         check_repository(self.model_repository, self._backends)
@@ -427,10 +433,22 @@ class TritonServer:
 
     def relaunch(self) -> None:
         """Kill the server and its stubs (its process group: after a server crash, a stub was seen left running)
-        and start it again on the same ports; the watchdog calls this when part of the server died."""
-        self._kill()
-        self._log_handle.close()
-        self._launch()
+        and start it again on the same ports; the watchdog calls this when part of the server died. Raises
+        ServerError if the new server does not become ready, or if the server is being stopped."""
+        with self._lifecycle:
+            if self._stopping.is_set():
+                raise ServerError("the server is stopping: not restarted")
+            self._kill()
+            self._log_handle.close()
+            self._launch()
+
+    def failure(self) -> str | None:
+        """Why the server is down for good, or None while it serves or is being restarted: its watchdog gave up
+        restarting it or, without a watchdog, it exited."""
+        if self.watchdog is not None:
+            return self.watchdog.gave_up
+        code = None if self.process is None else self.process.poll()
+        return None if code is None else f"tritonserver exited with code {code}"
 
     def _kill(self) -> None:
         """SIGKILL the server and its stubs (its process group), and remove the stubs' shared-memory regions,
@@ -448,6 +466,8 @@ class TritonServer:
             code = self.process.poll()
             if code is not None:
                 raise ServerError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
+            if self._stopping.is_set():
+                raise ServerError("stopped while starting")
             # Ready, and every endpoint listening: the metrics service starts after HTTP's readiness, and a caller
             # scraping at once was refused (seen in trocr-fleet right after a restart).
             if self.is_ready() and all(port_in_use(host, port) for host, port in self._addresses().values()):
@@ -523,17 +543,11 @@ class TritonServer:
     def stop(self) -> None:
         """Drain the public model, then SIGTERM (Triton unloads the models and exits), then SIGKILL if it has not
         exited in time."""
+        self._stopping.set()  # a restart under way gives up waiting for readiness
         if self.watchdog is not None:
             self.watchdog.stop(join=False)  # no restart from now on
-        if self.process is not None and self.process.poll() is None:
-            self.drain()
-            self.process.terminate()
-            timeout_s = STOP_GRACE_S
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                LOGGER.warning("tritonserver did not stop in %.0f s: killing it", timeout_s)
-                self._kill()
+        with self._lifecycle:
+            self._terminate()
         if self.watchdog is not None:
             # Only now: a server the watchdog relaunched gets its parent-death signal when that thread ends.
             self.watchdog.stop()
@@ -542,6 +556,18 @@ class TritonServer:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
+
+    def _terminate(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if self.is_ready():  # else nothing was admitted: a server cut short while starting
+            self.drain()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            LOGGER.warning("tritonserver did not stop in %.0f s: killing it", STOP_GRACE_S)
+            self._kill()
 
     def close(self) -> None:
         self.stop()

@@ -1,8 +1,9 @@
 """A Triton Python-backend model that runs one exported ONNX graph with ONNX Runtime.
 
 The server binary from PyPI has no onnxruntime backend, so `encoder` runs ONNX Runtime inside the Python
-backend (the scheduler runs the decoder graph itself). Triton's dynamic batcher hands `execute` several
-requests; requests whose non-batch shapes agree run as one ONNX Runtime call, and each gets its own rows back.
+backend (the scheduler runs the decoder graph itself). Triton does not batch it (an empty batch crashes Triton
+2.51: trocr_build.model_config); when `execute` gets several requests, those whose non-batch shapes agree run
+as one ONNX Runtime call, and each gets its own rows back.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from trocr_serving.bls import error_response, model_parameters
 from trocr_serving.execution import Execution
 from trocr_serving.metrics import BatchSizeMetric, release_families
 from trocr_serving.onnx_runtime import GraphRunner
-from trocr_serving.refusals import Refusal
+from trocr_serving.refusals import InvalidRequestError, Refusal
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class OnnxGraphModel:
         path = Path(args["model_repository"]) / args["model_version"] / parameters["onnx_file"]
         if not path.exists():
             raise FileNotFoundError(f"{config['name']}: {path} is missing; run trocr-build")
+        self.max_rows = int(parameters["max_rows"])  # unbatched by Triton (model_config): the bound is ours
         threads = int(parameters.get("intra_op_threads", "0"))
         self.runner = GraphRunner(path, threads, spinning=False, execution=Execution.of_instance(args))
         self.batch_size_metric = BatchSizeMetric(config["name"])
@@ -45,13 +47,17 @@ class OnnxGraphModel:
     def execute(self, requests: list) -> list:
         groups: dict[tuple, list[int]] = defaultdict(list)
         inputs = []
+        responses: list = [None] * len(requests)
         for index, request in enumerate(requests):
             arrays = {
                 name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.runner.input_names
             }
             inputs.append(arrays)
+            rows = len(arrays[self.runner.input_names[0]])
+            if not 1 <= rows <= self.max_rows:
+                responses[index] = error_response(InvalidRequestError(f"{rows} rows: send 1..{self.max_rows}"))
+                continue
             groups[tuple(array.shape[1:] for array in arrays.values())].append(index)
-        responses: list = [None] * len(requests)
         for members in groups.values():
             try:
                 self._run_group(requests, inputs, members, responses)

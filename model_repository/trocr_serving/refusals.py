@@ -6,6 +6,18 @@ INVALID_ARGUMENT); `reason` labels `trocr_requests_rejected_total`. The README's
 
 from __future__ import annotations
 
+# A caller's value quoted in an error message is cut to this many characters: a gRPC client refuses a status
+# message over its limit (16 KiB by default), and the caller would see RESOURCE_EXHAUSTED instead of the problem.
+SHOWN_CHARACTERS = 100
+
+
+def shown(value) -> str:
+    """A caller's value as an error message quotes it: its repr, cut to SHOWN_CHARACTERS (saying so)."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}... (cut: {len(text)} characters)"
+
 
 class Refusal(Exception):
     """A request the server will not (or can no longer) serve; the message names the problem."""

@@ -12,7 +12,7 @@ import numpy as np
 from trocr_client import protocol
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import InvalidImageError, decode_image, image_pixels, preprocess_one
-from trocr_serving.refusals import InvalidRequestError
+from trocr_serving.refusals import InvalidRequestError, shown
 
 
 @dataclass
@@ -38,24 +38,45 @@ TRANSPORT_PARAMETERS = frozenset(
 )
 
 
-def request_parameters(raw: str | None) -> dict:
+def _parameters_json(raw: str | bytes | None) -> dict:
+    """The parameters' JSON; bytes when a value is not UTF-8 (Triton passes it on), refused naming the parameter."""
+    if not isinstance(raw, bytes):
+        return json.loads(raw or "{}")
+    try:
+        return json.loads(raw.decode())
+    except UnicodeDecodeError:
+        parameters = json.loads(raw.decode(errors="surrogateescape"))
+        bad = [k for k, v in parameters.items() if not _is_utf8(k) or (isinstance(v, str) and not _is_utf8(v))]
+        named = f"request parameter {shown(bad[0].encode(errors='surrogateescape'))}" if bad else "a request parameter"
+        raise InvalidRequestError(f"{named} is not valid UTF-8") from None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a surrogate-escaped byte
+        return False
+    return True
+
+
+def request_parameters(raw: str | bytes | None) -> dict:
     """The request's KServe parameters (Triton hands them over as JSON) that the model takes, checked: an
     unknown one is refused, never ignored."""
-    parameters = {k: v for k, v in json.loads(raw or "{}").items() if k not in TRANSPORT_PARAMETERS}
+    parameters = {k: v for k, v in _parameters_json(raw).items() if k not in TRANSPORT_PARAMETERS}
     unknown = sorted(set(parameters) - set(protocol.REQUEST_PARAMETERS))
     if unknown:
         raise InvalidRequestError(
-            f"unknown request parameter {unknown[0]!r}: this model takes {', '.join(protocol.REQUEST_PARAMETERS)}"
+            f"unknown request parameter {shown(unknown[0])}: this model takes {', '.join(protocol.REQUEST_PARAMETERS)}"
         )
     for name in (protocol.INPUT_MAX_NEW_TOKENS, protocol.INPUT_NUM_BEAMS):
         if name in parameters and (isinstance(parameters[name], bool) or not isinstance(parameters[name], int)):
-            raise InvalidRequestError(f"request parameter {name} must be an integer, got {parameters[name]!r}")
+            raise InvalidRequestError(f"request parameter {name} must be an integer, got {shown(parameters[name])}")
     if not isinstance(parameters.get(protocol.INPUT_IGNORE_EOS, False), bool):
         raise InvalidRequestError(f"request parameter {protocol.INPUT_IGNORE_EOS} must be true or false")
     encoding = parameters.get(protocol.PARAMETER_IMAGE_ENCODING, protocol.IMAGE_ENCODINGS[0])
     if encoding not in protocol.IMAGE_ENCODINGS:
         raise InvalidRequestError(
-            f"request parameter {protocol.PARAMETER_IMAGE_ENCODING}={encoding!r}: use one of "
+            f"request parameter {protocol.PARAMETER_IMAGE_ENCODING}={shown(encoding)}: use one of "
             f"{', '.join(protocol.IMAGE_ENCODINGS)}"
         )
     return parameters
@@ -95,6 +116,10 @@ def parse_request(
     encoded = np.asarray(images, dtype=object).reshape(-1)
     if encoded.size == 0:
         raise InvalidRequestError(f"{protocol.INPUT_IMAGE} is empty: send at least one image")
+    if encoded.size > protocol.MAX_IMAGES_PER_REQUEST:
+        raise InvalidRequestError(
+            f"{encoded.size} images in one request exceed the limit of {protocol.MAX_IMAGES_PER_REQUEST}: split it"
+        )
     rows, defaults = encoded.size, config.generation
     max_new_tokens = _tensor_or_parameter(protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens, parameters, rows)
     num_beams = _tensor_or_parameter(protocol.INPUT_NUM_BEAMS, num_beams, parameters, rows)

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 0.5
+# Starts tried after a death before the watchdog gives up (then `trocr-serve` exits non-zero, so that an
+# orchestrator replaces the pod): a start fails when the ports were taken meanwhile, or Triton 2.51 crashed while
+# starting (SIGSEGV seen once in CI).
+MAX_START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class StubWatchdog:
         self.stubs: dict[str, StubProcess] = {}  # instance name -> its stub, as seen once the server was ready
         self.shm_regions: set[str] = set()  # of every stub seen, for cleanup
         self.restarts: list[Restart] = []
+        self.gave_up: str | None = None  # why the server stays down: every start after a death failed
         self._stop = threading.Event()
         # The thread outlives its checks until the server has exited: a server it relaunched got the launcher's
         # parent-death signal, which Linux sends when the thread that started the process ends.
@@ -54,6 +59,7 @@ class StubWatchdog:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.gave_up = None
         self._take_stock()
         self._stop.clear()
         self._release.clear()
@@ -92,9 +98,23 @@ class StubWatchdog:
         return f"stub process of {', '.join(dead)} died" if dead else None
 
     def _restart(self, cause: str) -> None:
+        from trocr_serving.launcher import ServerError  # the launcher imports this module
+
         LOGGER.error("%s: restarting tritonserver\n%s", cause, self.server.log_tail(20))
         started = time.monotonic()
-        self.server.relaunch()
+        for attempt in range(1, MAX_START_ATTEMPTS + 1):
+            try:
+                self.server.relaunch()
+                break
+            except ServerError as exc:
+                if self._stop.is_set():
+                    return
+                LOGGER.error("start %d of %d after '%s' failed: %s", attempt, MAX_START_ATTEMPTS, cause, exc)
+        else:
+            self.gave_up = f"{cause}; the {MAX_START_ATTEMPTS} starts after it failed"
+            LOGGER.error("tritonserver stays down: %s", self.gave_up)
+            self._stop.set()
+            return
         self.remove_dead_shm_regions()
         self._take_stock()
         restart = Restart(cause, time.monotonic() - started)

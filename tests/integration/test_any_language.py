@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 import urllib.error
 import urllib.request
 
-import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -18,36 +16,12 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from tests.images import NOT_AN_IMAGE, text_line
+from tests.raw_wire import bytes_tensor, model_infer, post_json, read_bytes_tensor
 from trocr_client.client import build_inputs, parse_outputs
 
 pytestmark = pytest.mark.integration
 
 LINES = [text_line("raw protobuf"), text_line("json body", width=240)]
-
-
-def model_infer(served, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
-    """ModelInfer with grpcio and the protobuf messages alone: what generated code in any language does."""
-    with grpc.insecure_channel(served.server.grpc_url) as channel:
-        call = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=service_pb2.ModelInferRequest.SerializeToString,
-            response_deserializer=service_pb2.ModelInferResponse.FromString,
-        )
-        return call(request, timeout=60)
-
-
-def bytes_tensor(items: list[bytes]) -> bytes:
-    """Triton's raw BYTES layout: each element as a 4-byte little-endian length, then its bytes."""
-    return b"".join(struct.pack("<I", len(item)) + item for item in items)
-
-
-def read_bytes_tensor(raw: bytes) -> list[bytes]:
-    items, offset = [], 0
-    while offset < len(raw):
-        (length,) = struct.unpack_from("<I", raw, offset)
-        items.append(raw[offset + 4 : offset + 4 + length])
-        offset += 4 + length
-    return items
 
 
 def reference(served, images: list[bytes], **parameters):
@@ -62,7 +36,7 @@ def test_raw_protobuf_with_a_request_parameter(tiny):
     request.raw_input_contents.append(bytes_tensor(LINES))
     request.parameters["num_beams"].int64_param = 3
     request.parameters["max_new_tokens"].int64_param = 6
-    response = model_infer(tiny, request)
+    response = model_infer(tiny.server.grpc_url, request)
     outputs = {tensor.name: raw for tensor, raw in zip(response.outputs, response.raw_output_contents)}
     texts = [item.decode() for item in read_bytes_tensor(outputs["text"])]
     codes = np.frombuffer(outputs["error_code"], dtype="<i4").tolist()
@@ -81,19 +55,6 @@ def test_an_unknown_request_parameter_is_refused_naming_it(tiny):
     assert "unknown request parameter 'beam_width'" in caught.value.message()
 
 
-def post_json(served, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{served.server.http_url}/v2/models/trocr/infer",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_a_json_body_with_base64_images_as_curl_sends_it(tiny):
     """The README's curl example: base64 text in a JSON body, parameters at the request level."""
     images = [*LINES, NOT_AN_IMAGE]
@@ -108,7 +69,7 @@ def test_a_json_body_with_base64_images_as_curl_sends_it(tiny):
             }
         ],
     }
-    status, answer = post_json(tiny, body)
+    status, answer = post_json(tiny.server.http_url, "trocr", body)
     assert status == 200, answer
     outputs = {output["name"]: output["data"] for output in answer["outputs"]}
     expected = reference(tiny, LINES, max_new_tokens=6)
@@ -122,7 +83,7 @@ def test_a_json_body_without_the_encoding_parameter_names_the_problem(tiny):
             {"name": "image", "shape": [1, 1], "datatype": "BYTES", "data": [base64.b64encode(LINES[0]).decode()]}
         ]
     }
-    status, answer = post_json(tiny, body)
+    status, answer = post_json(tiny.server.http_url, "trocr", body)
     assert status == 400 and "image 0: not a decodable image" in answer["error"]
 
 

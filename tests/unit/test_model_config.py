@@ -12,7 +12,7 @@ from trocr_serving.execution import Execution
 def config(**overrides) -> ModelConfig:
     fields = {
         "name": "m",
-        "max_batch_size": 8,
+        "max_batch_size": 0,
         "inputs": (Tensor("x", "FP32", (3, -1)),),
         "outputs": (Tensor("y", "INT64", (1,)),),
     }
@@ -28,8 +28,11 @@ def test_name_and_backend():
     assert (message.name, message.backend) == ("m", "python")
 
 
+BATCHED = {"backend": "onnxruntime", "max_batch_size": 8}  # Triton batches native models only
+
+
 def test_max_batch_size():
-    assert parsed(config(max_batch_size=32)).max_batch_size == 32
+    assert parsed(config(**{**BATCHED, "max_batch_size": 32})).max_batch_size == 32
 
 
 def test_input_data_type_and_dims():
@@ -53,7 +56,7 @@ def test_reshape_to_scalar():
 
 
 def test_dynamic_batching_queue_delay():
-    message = parsed(config(dynamic_batching=DynamicBatching(max_queue_delay_us=500)))
+    message = parsed(config(**BATCHED, dynamic_batching=DynamicBatching(max_queue_delay_us=500)))
     assert message.dynamic_batching.max_queue_delay_microseconds == 500
 
 
@@ -80,8 +83,9 @@ def test_parameters():
         ({"name": ""}, "model name is empty"),
         ({"max_batch_size": -1}, "max_batch_size must be >= 0"),
         ({"instance_count": 0}, "instance_count must be >= 1"),
-        ({"max_batch_size": 0, "dynamic_batching": DynamicBatching()}, "needs max_batch_size > 0"),
-        ({"dynamic_batching": DynamicBatching(preferred_batch_sizes=(16,))}, "preferred_batch_sizes"),
+        ({"max_batch_size": 8}, "a Python-backend model must not be batched by Triton"),
+        ({"dynamic_batching": DynamicBatching(preferred_batch_sizes=(1,))}, "preferred_batch_sizes need max_batch"),
+        ({**BATCHED, "dynamic_batching": DynamicBatching(preferred_batch_sizes=(16,))}, "must lie in 1..max_batch"),
         ({"inputs": (Tensor("x", "FP128", (1,)),)}, r"m.input.x: data_type 'FP128'"),
         ({"inputs": (Tensor("x", "FP32", ()),)}, r"m.input.x: dims \(\) must be non-empty"),
         ({"inputs": (Tensor("x", "FP32", (0,)),)}, "must be non-empty, positive or -1"),
@@ -106,11 +110,15 @@ def test_repository_configs_match_the_graph_dimensions():
         max_positions=512,
     )
     encoder, scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
-    assert list(encoder.input[0].dims) == [3, 384, 384]
-    assert [list(t.dims) for t in encoder.output] == [[6, 2, 8, 578, 32]]  # cross_key_values only
+    assert list(encoder.input[0].dims) == [-1, 3, 384, 384]
+    assert [list(t.dims) for t in encoder.output] == [[-1, 6, 2, 8, 578, 32]]  # cross_key_values only
+    assert encoder.parameters["max_rows"].string_value == str(ServingOptions().encoder_max_batch_size)
     # no `decoder` model: the scheduler runs its graph itself, and nothing outside may drive it
     assert scheduler.parameters["decoder_onnx"].string_value == "scheduler/1/decoder.onnx"
     assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
+    # Callers send [images, 1]; the model sees [images]; Triton batches none of them (an empty batch crashes 2.51).
+    assert [(list(t.dims), list(t.reshape.shape)) for t in trocr.input] == [([-1, 1], [-1])] * 4
+    assert (encoder.max_batch_size, scheduler.max_batch_size, trocr.max_batch_size) == (0, 0, 0)
     assert scheduler.model_transaction_policy.decoupled and list(scheduler.input[0].dims) == [-1, 3, 384, 384]
     assert [t.name for t in trocr.output] == ["text", "score", "token_ids", "error_code", "error"]
     assert trocr.parameters["model"].string_value == "random:tiny"  # which weights a server serves
@@ -135,7 +143,7 @@ def test_public_model_is_behind_a_bounded_queue_sized_by_the_options():
     options = ServingOptions(trocr_instances=3, trocr_max_queue_size=5, default_request_timeout_s=2.5)
     trocr = parsed(model_configs(dims, options, "random:tiny")[-1])
     assert trocr.instance_group[0].count == 3
-    assert list(trocr.dynamic_batching.preferred_batch_size) == [1]
+    assert list(trocr.dynamic_batching.preferred_batch_size) == []  # the batcher is only the queue
     assert trocr.dynamic_batching.default_queue_policy.max_queue_size == 5
     assert trocr.dynamic_batching.default_queue_policy.default_timeout_microseconds == 2_500_000
     assert trocr.parameters["default_timeout_us"].string_value == "2500000"

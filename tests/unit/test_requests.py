@@ -1,6 +1,7 @@
 import base64
 import dataclasses
 import io
+import json
 
 import numpy as np
 import pytest
@@ -122,3 +123,39 @@ def test_base64_images_are_decoded_and_bad_base64_is_that_image_s_error():
     assert job.errors[1].startswith("image 1: not valid base64 (image_encoding=base64)")
     with pytest.raises(InvalidRequestError, match="image_encoding='hex': use one of binary, base64"):
         request_parameters('{"image_encoding": "hex"}')
+
+
+def test_more_images_than_a_request_may_carry_are_refused_before_decoding():
+    # Triton does not bound the rows of the (unbatched) public model: the model does, before any decoding.
+    too_many = images(*[NOT_AN_IMAGE] * (protocol.MAX_IMAGES_PER_REQUEST + 1))
+    with pytest.raises(InvalidRequestError, match="65 images in one request exceed the limit of 64"):
+        parse_request(too_many, None, None, CONFIG)
+
+
+def test_an_empty_request_is_refused():
+    with pytest.raises(InvalidRequestError, match="image is empty: send at least one image"):
+        parse_request(images(), None, None, CONFIG)
+
+
+def test_a_parameter_value_that_is_not_utf8_is_refused_naming_the_parameter():
+    raw = b'{"image_encoding": "bin\xc3ary", "max_new_tokens": 5}'
+    with pytest.raises(InvalidRequestError, match=r"request parameter b'image_encoding' is not valid UTF-8"):
+        request_parameters(raw)
+    assert request_parameters(b'{"max_new_tokens": 5}') == {"max_new_tokens": 5}
+
+
+def test_a_parameter_name_that_is_not_utf8_is_refused_too():
+    with pytest.raises(InvalidRequestError, match=r"request parameter b'num_\\xffbeams' is not valid UTF-8"):
+        request_parameters(b'{"num_\xffbeams": 1}')
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"x" * 100_000: 1}, {"image_encoding": "v" * 100_000}, {"num_beams": "v" * 100_000}],
+    ids=["long-name", "long-encoding", "long-value"],
+)
+def test_long_values_are_cut_in_error_messages(parameters):
+    with pytest.raises(InvalidRequestError) as caught:
+        request_parameters(json.dumps(parameters))
+    message = str(caught.value)
+    assert len(message) < 300 and "... (cut: 100002 characters)" in message, message

@@ -57,8 +57,16 @@ def test_native_configs_agree_with_the_pip_targets_and_the_graph_names(container
     """The pip target writes the encoder's tensors from the model's dimensions, independently of the graph."""
     native = model_configs_of(container)
     pip_encoder = model_configs_of(built_tiny.repository)["encoder"]
-    assert list(native["encoder"].input) == list(pip_encoder.input)
-    assert list(native["encoder"].output) == list(pip_encoder.output)
+    # The native encoder is batched by Triton; the pip one (a Python model) is not and declares the batch (-1).
+    assert native["encoder"].max_batch_size > 0 and pip_encoder.max_batch_size == 0
+
+    def per_row(config, batched: bool) -> list[tuple]:
+        return [(t.name, t.data_type, list(t.dims) if batched else list(t.dims)[1:]) for t in config]
+
+    for kind in ("input", "output"):
+        pip_tensors = getattr(pip_encoder, kind)
+        assert all(t.dims[0] == -1 for t in pip_tensors)
+        assert per_row(getattr(native["encoder"], kind), True) == per_row(pip_tensors, False)
     layers = Dimensions.of(built_tiny.model).num_layers
     decoder = native["decoder"]
     assert [t.name for t in decoder.input] == [*names.DECODER_STEP_INPUTS, *names.cross_inputs(layers), names.TOP_K]

@@ -49,6 +49,14 @@ def _input(request, name: str, required: bool = False):
     return None if tensor is None else tensor.as_numpy()
 
 
+def _raw_parameters(request) -> str | bytes:
+    """The request parameters' JSON; its bytes where a value is not UTF-8 (the stub cannot make it a str)."""
+    try:
+        return request.parameters()
+    except UnicodeDecodeError as exc:
+        return exc.object
+
+
 class TritonPythonModel:
     def initialize(self, args):
         model_dir = Path(args["model_repository"]) / args["model_version"]
@@ -89,7 +97,7 @@ class TritonPythonModel:
             _input(request, protocol.INPUT_NUM_BEAMS),
             self.config,
             _input(request, protocol.INPUT_IGNORE_EOS),
-            request_parameters(request.parameters()),
+            request_parameters(_raw_parameters(request)),
         )
         inputs = sp.request_arrays(job.pixel_values, job.max_new_tokens, job.num_beams, job.ignore_eos)
         # The deadline (the KServe `timeout`, else the server's default) bounded the request's wait in Triton's
