@@ -43,6 +43,14 @@ STARTUP_TIMEOUT_S = 300.0
 # front stub that crashed while unloading makes Triton 2.51 wait out its whole exit timeout).
 STOP_GRACE_S = 5.0
 PORT_RETRIES = 3
+# gRPC connections: a peer that stopped answering is dropped after a keepalive ping goes unanswered, and every
+# connection is closed after an hour (gracefully: calls in flight get the grace period, longer than a request's
+# default deadline; clients reconnect, which also spreads them again over replicas behind an L4 balancer).
+# Triton 2.51 has no idle timeout for HTTP connections: a proxy in front sets it (deploy/, trocr-fleet's nginx).
+GRPC_KEEPALIVE_TIME_MS = 60_000
+GRPC_KEEPALIVE_TIMEOUT_MS = 20_000
+GRPC_MAX_CONNECTION_AGE_MS = 3_600_000
+GRPC_MAX_CONNECTION_AGE_GRACE_MS = 300_000
 # Shared memory for tensors between the server and its Python models: the cross-attention keys/values
 # of a batch of images run to tens of MB, so start big rather than grow 1 MB at a time.
 SHM_DEFAULT_BYTES = 64 * 1024 * 1024
@@ -102,15 +110,22 @@ class Access:
         ]
 
 
-def _die_with_parent(parent_pid: int):
-    """Runs in the child before exec: the server gets SIGTERM when the launcher dies, even by SIGKILL."""
+# What the server creates is its own user's alone (its stubs' shared-memory regions, which the Python backend
+# creates with a fixed mode, are restricted by the models as they load: trocr_serving.stubs).
+SERVER_UMASK = 0o077
 
-    def set_parent_death_signal() -> None:
+
+def _prepare_server_process(parent_pid: int):
+    """Runs in the child before exec: the server gets SIGTERM when the launcher dies, even by SIGKILL, and
+    creates files and shared memory for its own user only."""
+
+    def prepare() -> None:
+        os.umask(SERVER_UMASK)
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent_pid:  # the launcher died before prctl took effect
             os._exit(1)
 
-    return set_parent_death_signal
+    return prepare
 
 
 def free_ports(count: int, host: str = DEFAULT_HOST) -> list[int]:
@@ -357,6 +372,10 @@ class TritonServer:
                 for key, value in (("address", host), ("port", port))
             ),
             *self.access.args(),
+            f"--grpc-keepalive-time={GRPC_KEEPALIVE_TIME_MS}",
+            f"--grpc-keepalive-timeout={GRPC_KEEPALIVE_TIMEOUT_MS}",
+            f"--grpc-max-connection-age={GRPC_MAX_CONNECTION_AGE_MS}",
+            f"--grpc-max-connection-age-grace={GRPC_MAX_CONNECTION_AGE_GRACE_MS}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--allow-cpu-metrics=true",
@@ -427,7 +446,7 @@ class TritonServer:
             stderr=subprocess.STDOUT,
             env=self.environment(),
             start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=_prepare_server_process(os.getpid()),
         )
         self._wait_ready(self.startup_timeout_s)
 

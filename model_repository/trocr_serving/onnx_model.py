@@ -21,12 +21,14 @@ from trocr_serving.execution import Execution
 from trocr_serving.metrics import BatchSizeMetric, release_families
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.refusals import InvalidRequestError, Refusal
+from trocr_serving.stubs import restrict_own_shm_region
 
 LOGGER = logging.getLogger(__name__)
 
 
 class OnnxGraphModel:
     def initialize(self, args: dict) -> None:
+        restrict_own_shm_region()
         config = json.loads(args["model_config"])
         parameters = model_parameters(config)
         path = Path(args["model_repository"]) / args["model_version"] / parameters["onnx_file"]

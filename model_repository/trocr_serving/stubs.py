@@ -79,6 +79,18 @@ def model_stubs(model_name: str, server_pid: int | None = None) -> list[StubProc
     return [stub for stub in stub_processes(server_pid) if stub.model_name == model_name]
 
 
+# The Python backend creates each stub's region -rw-r--r-- (boost sets the mode itself: the umask does not apply),
+# and the region holds request images and results.
+SHM_REGION_MODE = 0o600
+
+
+def restrict_own_shm_region() -> None:
+    """From inside a stub, as its model loads (before it serves): its region readable by the server's user only."""
+    argv = (PROC / "self" / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    if len(argv) > _INSTANCE_NAME_ARG and argv[0].endswith(STUB_BINARY):
+        os.chmod(SHM_DIR / argv[_SHM_REGION_ARG], SHM_REGION_MODE)
+
+
 def remove_shm_region(name: str) -> bool:
     """Remove a dead stub's shared-memory region (the server does not when a stub is killed)."""
     path = SHM_DIR / name

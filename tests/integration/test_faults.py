@@ -196,3 +196,22 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_the_servers_shared_memory_is_its_users_alone(faulty):
+    """The Python backend's regions hold request images and results: not readable by other local users."""
+    regions = [SHM_DIR / stub.shm_region for stub in faulty.watchdog.stubs.values()]
+    assert regions and all(region.exists() for region in regions)
+    modes = {region.name: oct(region.stat().st_mode & 0o777) for region in regions}
+    assert set(modes.values()) == {oct(0o600)}, modes
+
+
+def test_grpc_connections_are_kept_alive_and_aged_by_the_server(faulty):
+    command = "\0".join(faulty.command(faulty._backends))
+    for flag in ("--grpc-keepalive-time=", "--grpc-keepalive-timeout=", "--grpc-max-connection-age="):
+        assert flag in command
+    grpc = grpcclient.InferenceServerClient(faulty.grpc_url)
+    try:
+        assert grpc.is_server_ready()  # Triton 2.51 takes the flags
+    finally:
+        grpc.close()

@@ -34,6 +34,7 @@ from trocr_serving.execution import Execution
 from trocr_serving.metrics import SchedulerMetrics, release_families
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import Refusal
+from trocr_serving.stubs import restrict_own_shm_region
 
 LOGGER = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -59,6 +60,7 @@ class TritonMetrics:
 
 class TritonPythonModel:
     def initialize(self, args):
+        restrict_own_shm_region()
         config = json.loads(args["model_config"])
         model_dir = Path(args["model_repository"])
         self.metrics = TritonMetrics(config["name"])

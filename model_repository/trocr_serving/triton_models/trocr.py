@@ -38,6 +38,7 @@ from trocr_serving.metrics import FrontMetrics, release_families
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
 from trocr_serving.refusals import InvalidRequestError, Refusal
 from trocr_serving.requests import parse_request, request_parameters
+from trocr_serving.stubs import restrict_own_shm_region
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def _raw_parameters(request) -> str | bytes:
 
 class TritonPythonModel:
     def initialize(self, args):
+        restrict_own_shm_region()
         model_dir = Path(args["model_repository"]) / args["model_version"]
         self.config = PipelineConfig.load(model_dir)
         self.detokenizer = Detokenizer(model_dir / TOKENIZER_FILE, self.config.clean_up_tokenization_spaces)
