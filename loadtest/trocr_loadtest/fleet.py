@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from trocr_client import protocol
 from trocr_client.aio import AsyncTrOCRClient
 from trocr_client.errors import TrOCRError
 from trocr_client.logs import configure_logging
@@ -41,6 +42,9 @@ MAX_NEW_TOKENS = 8  # short requests: many of them cross the kill
 # Starts of the killed replica before giving up, as Kubernetes restarts a container that fails to start
 # (Triton 2.51 once died with SIGSEGV while starting again on the ports it had just lost).
 RESTART_ATTEMPTS = 3
+
+# A request at the server's limit passes (its images plus framing and parameters); beyond, nginx refuses it.
+MAX_BODY_BYTES = protocol.MAX_REQUEST_BYTES + 1024 * 1024
 
 NGINX_CONFIG = """\
 # Written by trocr-fleet: an L7 gRPC proxy in front of the replicas, on loopback.
@@ -64,7 +68,10 @@ http {{
   }}
   server {{
     listen {host}:{port} http2;
-    client_max_body_size 64m;
+    # Triton 2.51 bounds no message: the proxy refuses bodies over the project's request limit (and framing).
+    client_max_body_size {max_body_bytes};
+    client_body_timeout 60s;
+    keepalive_timeout 75s;
     location / {{
       grpc_pass grpc://replicas;
       grpc_next_upstream error timeout non_idempotent;
@@ -101,7 +108,13 @@ class NginxProxy:
         servers = "\n".join(f"    server {upstream} max_fails=1 fail_timeout=2s;" for upstream in self.upstreams)
         user = "user nobody nogroup;" if os.geteuid() == 0 else ""
         return NGINX_CONFIG.format(
-            work=work, user=user, servers=servers, host=self.host, port=self.port, tries=len(self.upstreams)
+            work=work,
+            user=user,
+            servers=servers,
+            host=self.host,
+            port=self.port,
+            tries=len(self.upstreams),
+            max_body_bytes=MAX_BODY_BYTES,
         )
 
     def start(self) -> NginxProxy:
