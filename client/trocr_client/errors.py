@@ -60,6 +60,9 @@ _BY_STATUS = {
 # model whose process died), and INTERNAL for a request sent to a model instance whose process died.
 MODEL_NOT_LOADED = ("NOT_FOUND", "has no available versions")
 STUB_DEAD = ("INTERNAL", "is not healthy")
+# A proxy in front of the server (nginx: client_max_body_size) refused the request as too large: HTTP 413, which
+# gRPC reports as UNKNOWN. The request is over the server's limits too: not worth a retry.
+PROXY_TOO_LARGE = ("UNKNOWN", "status: 413")
 
 
 def from_triton(exc: Exception) -> TrOCRError:
@@ -69,6 +72,8 @@ def from_triton(exc: Exception) -> TrOCRError:
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
     if any(status == code and text in message for code, text in (MODEL_NOT_LOADED, STUB_DEAD)):
         return ServerUnavailableError(message, status)
+    if status == PROXY_TOO_LARGE[0] and PROXY_TOO_LARGE[1] in message:
+        return InvalidInputError(f"the request is too large for the proxy in front of the server: {message}", status)
     if status == "UNAVAILABLE" and any(text in message for text in protocol.DEADLINE_MESSAGES):
         return DeadlineExceededError(message, status)
     return _BY_STATUS.get(status or "", ServerError)(message, status)

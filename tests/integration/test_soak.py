@@ -7,16 +7,15 @@ import io
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests.images import NOT_AN_IMAGE, text_line, truncated_png
+from tests.server_memory import rss_bytes, shm_bytes
 from trocr_client import InvalidInputError, TrOCRClient
 from trocr_serving.launcher import TritonServer
-from trocr_serving.stubs import SHM_DIR, stub_processes
 
 pytestmark = pytest.mark.integration
 
@@ -31,21 +30,6 @@ def soaked(built_tiny, tmp_path_factory):
     log = tmp_path_factory.mktemp("soak") / "tritonserver.log"
     with TritonServer(built_tiny.repository, log_file=log, exit_timeout_s=5) as server:
         yield server
-
-
-def rss_bytes(server: TritonServer) -> int:
-    """Resident memory of tritonserver and all its stubs."""
-    total = 0
-    for pid in [server.process.pid, *(stub.pid for stub in stub_processes(server.process.pid))]:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
-def shm_bytes(server: TritonServer) -> int:
-    regions = {stub.shm_region for stub in stub_processes(server.process.pid)}
-    return sum((SHM_DIR / region).stat().st_blocks * 512 for region in regions if (SHM_DIR / region).exists())
 
 
 LINES = [text_line(f"soak line {i}", width=160 + 40 * i) for i in range(6)]

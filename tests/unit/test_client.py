@@ -105,3 +105,9 @@ def test_the_protoset_holds_the_inference_service_for_code_generators(tmp_path):
     assert service.name == "GRPCInferenceService" and files[1].package == "inference"
     assert {"ModelInfer", "ModelMetadata", "ServerReady"} <= {method.name for method in service.method}
     assert files[1].dependency == ["model_config.proto"]
+
+
+def test_a_proxys_413_is_invalid_input_not_worth_a_retry():
+    refused = InferenceServerException("Received http2 header with status: 413", status="StatusCode.UNKNOWN")
+    mapped = from_triton(refused)
+    assert type(mapped) is InvalidInputError and "too large for the proxy" in str(mapped)
