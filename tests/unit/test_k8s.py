@@ -11,11 +11,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from trocr_loadtest import fleet
 from trocr_serving import cli as serve_cli
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"  # the oldest release the manifests target (HPA v2, PDB unhealthyPodEvictionPolicy)
 DRAIN_PAUSE_S = 5  # the preStop sleep
+PROXY_PORTS = {"grpc": 9001, "http": 9000}  # the pod's proxy container (deploy/k8s/base/proxy/nginx.conf)
 
 
 def render(kustomization: Path) -> list[dict]:
@@ -51,7 +53,7 @@ def rendered(request, tmp_path_factory) -> tuple[str, dict[str, dict]]:
 
 def test_every_object_is_valid_against_the_kubernetes_schemas(rendered):
     _, objects = rendered
-    assert set(objects) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    assert set(objects) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap"}
     for document in objects.values():
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
@@ -64,22 +66,42 @@ def test_an_invalid_field_fails_the_validation(rendered):
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
+def containers(objects: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in objects["Deployment"]["spec"]["template"]["spec"]["containers"]}
+
+
 def test_probes_are_on_tritons_health_endpoints(rendered):
     _, objects = rendered
-    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {
-        "http": 8000,
-        "grpc": 8001,
-        "metrics": 8002,
-    }
+    triton, proxy = containers(objects)["triton"], containers(objects)["proxy"]
+    # Readiness through the proxy (the pod takes requests only when both serve); liveness on loopback.
+    assert triton["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": PROXY_PORTS["http"]}
+    for probe in ("startupProbe", "livenessProbe"):
+        assert "http://127.0.0.1:8000/v2/health/live" in triton[probe]["exec"]["command"][-1]
+    assert {port["name"]: port["containerPort"] for port in triton["ports"]} == {"metrics": 8002}
+    assert {port["name"]: port["containerPort"] for port in proxy["ports"]} == PROXY_PORTS
+
+
+def test_triton_listens_on_loopback_behind_the_proxy(rendered):
+    """Triton 2.51 bounds no message: only the pod's proxy, which does, is reachable (metrics excepted)."""
+    _, objects = rendered
+    triton, proxy = containers(objects)["triton"], containers(objects)["proxy"]
+    args = serve_cli.parser().parse_args(triton["args"])
+    assert args.expose == "metrics"
+    config = objects["ConfigMap"]["data"]["nginx.conf"]
+    assert config == (K8S / "base" / "proxy" / "nginx.conf").read_text()
+    assert f"client_max_body_size {fleet.MAX_BODY_BYTES};" in config  # the fleet's bound, from the request limit
+    (mount,) = proxy["volumeMounts"]
+    volumes = {v["name"]: v for v in objects["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mount["name"]]["configMap"]["name"] == objects["ConfigMap"]["metadata"]["name"]
+    assert mount["mountPath"] == "/etc/nginx/nginx.conf" and mount["subPath"] == "nginx.conf"
+    service_ports = {port["name"]: port["targetPort"] for port in objects["Service"]["spec"]["ports"]}
+    assert service_ports == {"grpc": "grpc", "http": "http", "metrics": "metrics"}  # grpc, http: the proxy's
 
 
 def test_termination_grace_is_longer_than_the_servers_drain(rendered):
     _, objects = rendered
     pod = objects["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container = containers(objects)["triton"]
     args = serve_cli.parser().parse_args(container["args"])
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(DRAIN_PAUSE_S)]
     assert pod["terminationGracePeriodSeconds"] > DRAIN_PAUSE_S + args.exit_timeout_s
@@ -87,7 +109,7 @@ def test_termination_grace_is_longer_than_the_servers_drain(rendered):
 
 def test_resources_per_variant(rendered):
     variant, objects = rendered
-    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    container = containers(objects)["triton"]
     resources = container["resources"]
     if variant.startswith("gpu"):
         assert resources["limits"]["nvidia.com/gpu"] == "1" and container["image"] == "trocr-triton:gpu"
