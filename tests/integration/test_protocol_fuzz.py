@@ -28,6 +28,7 @@ from tritonclient.grpc import service_pb2
 from tests.images import NOT_AN_IMAGE, text_line, truncated_png
 from tests.raw_wire import bytes_tensor, model_infer, post, read_bytes_tensor
 from trocr_client import RetryPolicy, TrOCRClient, protocol
+from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE
 from trocr_serving.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -143,6 +144,38 @@ def _elements(shape: list[int]) -> int:
     return count
 
 
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    contents: bytes
+
+
+def _valid_tensors(rng: random.Random, model: str, rows: int) -> list[Tensor]:
+    """A well-formed request's tensors for `model`: what the mutations start from."""
+    if model in ("trocr", "no_such_model"):
+        tensors = [Tensor("image", "BYTES", [rows, 1], bytes_tensor([rng.choice(IMAGES) for _ in range(rows)]))]
+        for name, datatype, values in (
+            ("max_new_tokens", "INT32", lambda: rng.randint(1, 8)),
+            ("num_beams", "INT32", lambda: rng.randint(1, 3)),
+            ("ignore_eos", "BOOL", lambda: rng.random() < 0.5),
+        ):
+            if rng.random() < 0.4:
+                array = np.array([values() for _ in range(rows)], "<i4" if datatype == "INT32" else bool)
+                tensors.append(Tensor(name, datatype, [rows, 1], array.tobytes()))
+        return tensors
+    pixels = Tensor("pixel_values", "FP32", [rows, 3, 64, 64], bytes(rows * 3 * 64 * 64 * 4))  # random:tiny's size
+    if model == "encoder":
+        return [pixels]
+    return [
+        pixels,
+        Tensor("max_new_tokens", "INT32", [rows], np.full(rows, rng.randint(1, 8), "<i4").tobytes()),
+        Tensor("num_beams", "INT32", [rows], np.full(rows, rng.randint(1, 2), "<i4").tobytes()),
+        Tensor("ignore_eos", "BOOL", [rows], np.full(rows, rng.random() < 0.5, bool).tobytes()),
+    ]
+
+
 def _tensor_bytes(rng: random.Random, datatype: str, shape: list[int]) -> bytes:
     """Contents for a tensor: the right size for its shape, or not, or mis-framed."""
     count = _elements(shape)
@@ -150,7 +183,7 @@ def _tensor_bytes(rng: random.Random, datatype: str, shape: list[int]) -> bytes:
     if datatype == "BYTES":
         items = [rng.choice(IMAGES) for _ in range(count if plausible else rng.randint(0, 3))]
         framed = bytes_tensor(items)
-        mutation = rng.choice(["exact", "exact", "truncated", "long_prefix", "short_prefix", "extra", "empty"])
+        mutation = rng.choice(["exact", "truncated", "long_prefix", "short_prefix", "extra", "empty"])
         if mutation == "truncated":
             return framed[: rng.randint(0, max(len(framed) - 1, 0))]
         if mutation == "long_prefix":
@@ -163,12 +196,39 @@ def _tensor_bytes(rng: random.Random, datatype: str, shape: list[int]) -> bytes:
     size = ELEMENT_BYTES.get(datatype, 4)
     if not plausible:
         return rng.randbytes(rng.randint(0, 64))
-    values = rng.randbytes(count * size)
-    if datatype == "INT32":  # plausible values for max_new_tokens and num_beams, and the edges
-        values = np.array(
-            [rng.choice([-(2**31), -1, 0, 1, 2, 5, 16, 17, 10**6, 2**31 - 1]) for _ in range(count)], "<i4"
-        ).tobytes()
-    return values[: len(values) - rng.choice([0, 0, 0, 1, size])] if values else values
+    if datatype == "INT32":  # the edges of max_new_tokens and num_beams
+        edges = [-(2**31), -1, 0, 1, 2, 5, 16, 17, 10**6, 2**31 - 1]
+        values = np.array([rng.choice(edges) for _ in range(count)], "<i4").tobytes()
+    else:
+        values = rng.randbytes(count * size)
+    return values[: len(values) - rng.choice([0, 0, 1, size])] if values else values
+
+
+def _mutate(rng: random.Random, tensors: list[Tensor], request: service_pb2.ModelInferRequest) -> None:
+    """One change that makes the request wrong in one way (or, for some, still right)."""
+    target = rng.choice(tensors) if tensors else None
+    mutation = rng.choice(
+        ["shape", "datatype", "contents", "values", "drop", "bogus", "duplicate", "parameter", "output", "version"]
+    )
+    if target is not None and mutation == "shape":
+        target.shape = rng.choice(SHAPES)
+        target.contents = _tensor_bytes(rng, target.datatype, target.shape) if rng.random() < 0.5 else target.contents
+    elif target is not None and mutation == "datatype":
+        target.datatype = rng.choice(DATATYPES)
+    elif target is not None and mutation in ("contents", "values"):
+        target.contents = _tensor_bytes(rng, target.datatype, target.shape)
+    elif target is not None and mutation == "drop":
+        tensors.remove(target)
+    elif mutation == "bogus":
+        tensors.append(Tensor(rng.choice(["bogus", "image", "pixel_values", ""]), "INT32", [1, 1], bytes(4)))
+    elif target is not None and mutation == "duplicate":
+        tensors.append(Tensor(target.name, target.datatype, list(target.shape), target.contents))
+    elif mutation == "parameter":
+        _set_parameter(rng, request.parameters, rng.choice(PARAMETER_NAMES))
+    elif mutation == "output":
+        request.outputs.add(name=rng.choice(["text", "score", "token_ids", "error", "nope", "cross_key_values"]))
+    elif mutation == "version":
+        request.model_version = rng.choice(["1", "2", "x", "-1"])
 
 
 PARAMETER_NAMES = [*protocol.REQUEST_PARAMETERS, "timeout", "priority", "sequence_id", "binary_data_output", "x" * 300]
@@ -188,34 +248,25 @@ def _set_parameter(rng: random.Random, parameters, name: str) -> None:
         parameters[name].double_param = rng.choice([0.5, -1.0, float("inf"), float("nan")])
 
 
-def grpc_case(rng: random.Random) -> service_pb2.ModelInferRequest:
-    model = rng.choice(["trocr"] * 5 + list(MODELS))
-    request = service_pb2.ModelInferRequest(model_name=model, model_version=rng.choice(["", "", "", "1", "2", "x"]))
-    names = MODELS[model]
-    chosen = rng.sample(names, rng.randint(0, len(names))) + (["bogus"] if rng.random() < 0.1 else [])
-    if rng.random() < 0.1 and chosen:
-        chosen.append(chosen[0])  # the same input twice
-    raw = rng.random() < 0.9  # else typed contents (Triton refuses a mix)
-    for name in chosen:
-        datatype = rng.choice(["BYTES" if name == "image" else "FP32" if name == "pixel_values" else "INT32"] * 4)
-        datatype = rng.choice(DATATYPES) if rng.random() < 0.2 else datatype
-        shape = rng.choice(SHAPES)
-        tensor = request.inputs.add(name=name, datatype=datatype, shape=shape)
-        contents = _tensor_bytes(rng, datatype, shape)
-        if raw:
-            request.raw_input_contents.append(contents)
-        elif datatype == "BYTES":
-            tensor.contents.bytes_contents.extend(read_bytes_tensor_safely(contents))
-        elif datatype == "INT32":
-            tensor.contents.int_contents.extend(rng.randint(-5, 40) for _ in range(rng.randint(0, 3)))
+def grpc_case(rng: random.Random, model: str | None = None) -> service_pb2.ModelInferRequest:
+    """A well-formed request (a quarter of the cases) or one with one to three things wrong."""
+    model = model or rng.choice(["trocr"] * 6 + ["encoder"] * 2 + ["scheduler", "no_such_model"])
+    request = service_pb2.ModelInferRequest(model_name=model)
+    rows = rng.choice([0, 1, 1, 1, 2, 3] + ([65] if model == "trocr" else [17] if model == "encoder" else []))
+    tensors = _valid_tensors(rng, model, rows)
+    for _ in range(rng.choice([0, 1, 1, 1, 2, 3])):
+        _mutate(rng, tensors, request)
+    typed = rng.random() < 0.05  # typed contents instead of raw bytes (Triton refuses a mix)
+    for tensor in tensors:
+        entry = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        if not typed:
+            request.raw_input_contents.append(tensor.contents)
+        elif tensor.datatype == "BYTES":
+            entry.contents.bytes_contents.extend(read_bytes_tensor_safely(tensor.contents))
         else:
-            tensor.contents.fp32_contents.extend(rng.random() for _ in range(rng.randint(0, 3)))
-    if raw and rng.random() < 0.1:
+            entry.contents.int_contents.extend(rng.randint(-5, 40) for _ in range(rng.randint(0, 3)))
+    if not typed and rng.random() < 0.03:
         request.raw_input_contents.append(b"orphan")  # more contents than inputs
-    for name in rng.sample(PARAMETER_NAMES, rng.choice([0, 0, 1, 2])):
-        _set_parameter(rng, request.parameters, name)
-    for name in rng.sample(["text", "score", "token_ids", "error", "nope"], rng.choice([0, 0, 1, 2])):
-        request.outputs.add(name=name)
     return request
 
 
@@ -262,6 +313,65 @@ def test_generated_grpc_requests_get_clear_answers_and_leave_the_server_serving(
     print(f"gRPC fuzz: {tried} cases, seed {SEED}")
 
 
+def stream_infer(grpc_url: str, request: service_pb2.ModelInferRequest) -> list:
+    """ModelStreamInfer (the only way to the decoupled scheduler) with one request; its answers until the stream
+    ends (the scheduler sends one, final). A refusal of the call itself raises grpc.RpcError."""
+    with grpc.insecure_channel(grpc_url) as channel:
+        call = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+            response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+        )
+        answers = []
+        for answer in call(iter([request]), timeout=CASE_TIMEOUT_S):
+            answers.append(answer)
+            final = answer.infer_response.parameters.get("triton_final_response")
+            if answer.error_message or final is None or final.bool_param:
+                break
+        return answers
+
+
+def scheduler_case(rng: random.Random) -> service_pb2.ModelInferRequest:
+    request = grpc_case(rng, "scheduler")
+    request.parameters["triton_enable_empty_final_response"].bool_param = rng.random() < 0.5
+    return request
+
+
+def check_stream_answers(answers: list) -> None:
+    """Each answer an error with a message, or a response; a response that carries the scheduler's status
+    outputs (its refusals, for the front) names the problem when the status is not OK."""
+    assert answers, "the stream ended without an answer"
+    for answer in answers:
+        if answer.error_message:
+            continue
+        outputs = {
+            t.name: raw for t, raw in zip(answer.infer_response.outputs, answer.infer_response.raw_output_contents)
+        }
+        if STATUS_CODE in outputs:
+            (code,) = read_bytes_tensor(outputs[STATUS_CODE])
+            (message,) = read_bytes_tensor(outputs[STATUS_MESSAGE])
+            assert code in (b"", b"OK") or message, (code, message)
+
+
+def test_generated_stream_requests_to_the_scheduler_get_clear_answers(fuzzed, record_property):
+    """The internal scheduler is reachable over gRPC streaming by any client (Triton has no per-model access
+    control): it gets the same generated requests."""
+    check = Check(fuzzed, transcribe_good(fuzzed))
+
+    def send(request, where):
+        try:
+            check_stream_answers(stream_infer(fuzzed.grpc_url, request))
+        except grpc.RpcError as error:
+            if not (error.code() in GRPC_REFUSALS and error.details()):
+                raise AssertionError(f"{where}: {error.code()} {error.details()}\n{fuzzed.log_tail(30)}") from None
+        except AssertionError as failure:
+            raise AssertionError(f"{where}: {failure}\n{fuzzed.log_tail(30)}") from None
+
+    tried = run_cases(scheduler_case, send, check, SEED + 2)
+    record_property("stream_cases", tried)
+    print(f"gRPC stream fuzz (scheduler): {tried} cases, seed {SEED + 2}")
+
+
 # --- HTTP -----------------------------------------------------------------------------------------------------
 
 
@@ -300,15 +410,32 @@ def _json_input(rng: random.Random, name: str) -> dict:
     return tensor
 
 
+def _json_of(request: service_pb2.ModelInferRequest) -> dict:
+    """A generated gRPC request as KServe JSON: BYTES as base64 text (image_encoding=base64), numbers as lists."""
+    inputs = []
+    for tensor, raw in zip(request.inputs, request.raw_input_contents):
+        entry = {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype}
+        if tensor.datatype == "BYTES":
+            entry["data"] = [base64.b64encode(item).decode() for item in read_bytes_tensor_safely(raw)]
+        elif tensor.datatype in ("INT32", "FP32", "BOOL"):
+            dtype = {"INT32": "<i4", "FP32": "<f4", "BOOL": bool}[tensor.datatype]
+            entry["data"] = np.frombuffer(raw[: len(raw) - len(raw) % np.dtype(dtype).itemsize], dtype).tolist()
+        inputs.append(entry)
+    return {"inputs": inputs, "parameters": {"image_encoding": "base64"}}
+
+
 def http_case(rng: random.Random) -> HttpCase:
-    model = rng.choice(["trocr"] * 5 + list(MODELS))
+    """Mostly a generated gRPC request as JSON (so that many reach the models); else JSON of random structure."""
+    request = grpc_case(rng, rng.choice(["trocr"] * 5 + ["encoder", "no_such_model"]))
+    request.raw_input_contents[:] = [raw for raw in request.raw_input_contents if len(raw) < 2**20]
+    model = request.model_name
     path = f"/v2/models/{model}" + rng.choice(["", "", "", "/versions/1", "/versions/x"]) + "/infer"
-    body: dict = {
-        "inputs": [
-            _json_input(rng, name) for name in rng.sample(MODELS[model], rng.randint(0, min(2, len(MODELS[model]))))
-        ]
-    }
-    if rng.random() < 0.6:
+    if rng.random() < 0.7 and all(_elements(t.shape) < 2**24 for t in request.inputs):
+        body = _json_of(request)
+    else:
+        names = MODELS[model]
+        body = {"inputs": [_json_input(rng, name) for name in rng.sample(names, rng.randint(0, min(2, len(names))))]}
+    if rng.random() < 0.4:
         body["parameters"] = {
             name: rng.choice(["base64", "binary", 5, -1, True, 2**70, 1.5, None, [], "v" * 5_000])
             for name in rng.sample(PARAMETER_NAMES, rng.randint(1, 2))
@@ -413,8 +540,8 @@ def test_an_empty_batch_over_http_is_refused_not_a_crash(fuzzed):
     strict=True,
     reason="Triton 2.51's HTTP front aborts (std::length_error, SIGABRT) on a JSON tensor of a fixed-size type "
     "whose shape holds 2^62 elements, in the server binary before any model: no model configuration or server flag "
-    "of 2.51 prevents it. The watchdog restarts the server (test_launcher_heals); keep HTTP on loopback or behind "
-    "the fleet's proxy.",
+    "of 2.51 prevents it. The watchdog restarts the server (test_launcher_heals); keep HTTP on loopback (the pods' "
+    "proxy closes HTTP inference).",
 )
 def test_a_json_tensor_of_2_62_elements_is_refused_not_a_crash(built_tiny, tmp_path):
     huge = {"name": "num_beams", "shape": [2**62, 1], "datatype": "INT32", "data": [1, 2]}  # BYTES is refused
