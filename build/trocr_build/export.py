@@ -1,9 +1,11 @@
 """Export the encoder and decoder-step graphs to ONNX and check them against PyTorch.
 
-Two checks, like optimum's validate step, each reporting the max abs diff per output and failing above a
+Three checks, like optimum's validate step, each reporting the max abs diff per output and failing above a
 tolerance:
 1. each graph against its torch module on random inputs (ragged cache: padded rows, different positions);
-2. the exported pair, stepped token by token, against the Hugging Face model's own forward pass.
+2. the exported pair, stepped token by token, against the Hugging Face model's own forward pass;
+3. the server's images (resized to uint8, then the encoder graph's normalisation) against the model's image
+   processor on the sample images.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import onnx
 import torch
 from transformers import VisionEncoderDecoderModel
 
-from trocr_build.graphs import DecoderStepGraph, EncoderGraph
+from trocr_build.graphs import DecoderStepGraph, EncoderGraph, PixelNormalization
 from trocr_serving import graph_names as names
 from trocr_serving.greedy import LocalGraphs, teacher_forced_log_probs
 from trocr_serving.onnx_runtime import GraphRunner
+from trocr_serving.pipeline_config import ImageConfig
+from trocr_serving.preprocessing import pixels_of
 
 LOGGER = logging.getLogger(__name__)
 OPSET = 17
+# The server's pixel_values against the image processor's: the same arithmetic, so equal but for the last bit.
+PIXEL_TOLERANCE = 1e-6
 
 
 class ExportValidationError(RuntimeError):
@@ -128,16 +134,22 @@ def _compare(label: str, expected: dict[str, np.ndarray], actual: dict[str, np.n
     return report
 
 
-def export_encoder(model: VisionEncoderDecoderModel, dims: Dimensions, path: Path, atol: float) -> dict:
-    graph = EncoderGraph(model).eval()
+def _random_pixels(rows: int, dims: Dimensions, generator: torch.Generator) -> torch.Tensor:
     height, width = dims.image_size
-    example = {names.PIXEL_VALUES: torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))}
+    return torch.randint(0, 256, (rows, 3, height, width), generator=generator, dtype=torch.uint8)
+
+
+def export_encoder(
+    model: VisionEncoderDecoderModel, dims: Dimensions, image: ImageConfig, path: Path, atol: float
+) -> dict:
+    graph = EncoderGraph(model, image).eval()
+    example = {names.PIXELS: _random_pixels(2, dims, torch.Generator().manual_seed(0))}
     dynamic_axes = {
-        names.PIXEL_VALUES: {0: "batch"},
+        names.PIXELS: {0: "batch"},
         **{name: {0: "batch"} for name in names.ENCODER_OUTPUTS},
     }
     _export(graph, example, names.ENCODER_OUTPUTS, dynamic_axes, path)
-    check = {names.PIXEL_VALUES: torch.randn(3, 3, height, width, generator=torch.Generator().manual_seed(1))}
+    check = {names.PIXELS: _random_pixels(3, dims, torch.Generator().manual_seed(1))}
     with torch.no_grad():
         expected = dict(zip(names.ENCODER_OUTPUTS, (t.numpy() for t in graph(**check))))
     actual = GraphRunner(path).run({k: v.numpy() for k, v in check.items()})
@@ -226,24 +238,42 @@ def write_row_copy(path: Path, element_type: int = onnx.TensorProto.FLOAT) -> No
 
 
 def validate_against_reference(
-    model: VisionEncoderDecoderModel, dims: Dimensions, encoder_path: Path, decoder_path: Path, atol: float
+    model: VisionEncoderDecoderModel,
+    dims: Dimensions,
+    image: ImageConfig,
+    encoder_path: Path,
+    decoder_path: Path,
+    atol: float,
 ) -> dict:
     """Step the exported graphs along fixed token sequences and compare with the HF model's forward pass."""
     steps = min(6, dims.max_positions)
     generator = torch.Generator().manual_seed(2)
-    height, width = dims.image_size
-    pixel_values = torch.randn(2, 3, height, width, generator=generator)
+    pixels = _random_pixels(2, dims, generator)
     tokens = torch.randint(0, dims.vocab_size, (2, steps), generator=generator)
     tokens[:, 0] = model.config.decoder_start_token_id
     with torch.no_grad():
-        logits = model(pixel_values=pixel_values, decoder_input_ids=tokens).logits
+        logits = model(pixel_values=PixelNormalization(image)(pixels), decoder_input_ids=tokens).logits
     expected = torch.log_softmax(logits, dim=-1).numpy()
     graphs = LocalGraphs(encoder_path, decoder_path)
-    cross = graphs.cross_key_values(pixel_values.numpy())
+    cross = graphs.cross_key_values(pixels.numpy())
     got = teacher_forced_log_probs(graphs.step, cross, tokens.numpy(), dims.cache_shape(2, 0))
     return _compare(
         "encoder.onnx + decoder.onnx vs Hugging Face forward",
         {"log_probs": expected},
         {"log_probs": got},
         atol,
+    )
+
+
+def validate_pixels(image_processor, image: ImageConfig, images: list) -> dict:
+    """The server's pixel_values (resized to uint8 here, normalised by the encoder graph's first nodes) against
+    the model's image processor, on RGB images."""
+    expected = image_processor(images=images, return_tensors="np").pixel_values
+    with torch.no_grad():
+        got = PixelNormalization(image)(torch.from_numpy(pixels_of(images, image))).numpy()
+    return _compare(
+        "pixels + normalisation vs the image processor",
+        {"pixel_values": expected},
+        {"pixel_values": got},
+        PIXEL_TOLERANCE,
     )

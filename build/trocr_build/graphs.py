@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from transformers import VisionEncoderDecoderModel
 
+from trocr_serving.pipeline_config import ImageConfig
+
 
 def _split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
     """[batch, seq, heads * head_dim] -> [batch, heads, seq, head_dim]"""
@@ -19,19 +21,36 @@ def _split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
     return states.view(batch, seq, num_heads, width // num_heads).transpose(1, 2)
 
 
-class EncoderGraph(nn.Module):
-    """pixel_values -> (cross_key_values,): the decoder's cross-attention keys/values, computed once per image
-    (the encoder's hidden states themselves are used by nothing else, so they do not leave the graph)."""
+class PixelNormalization(nn.Module):
+    """UINT8 pixels [batch, 3, height, width] -> the image processor's pixel_values, FP32: rescaled in float64 and
+    cast to float32, then normalised in float32, the processor's own arithmetic (its float64 rescale rounds
+    differently from a float32 one), so that the server's images match the processor's exactly."""
 
-    def __init__(self, model: VisionEncoderDecoderModel):
+    def __init__(self, image: ImageConfig):
         super().__init__()
+        self.rescale_factor = image.rescale_factor
+        self.register_buffer("mean", torch.tensor(image.image_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(image.image_std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        scaled = (pixels.to(torch.float64) * self.rescale_factor).to(torch.float32)
+        return (scaled - self.mean) / self.std
+
+
+class EncoderGraph(nn.Module):
+    """pixels -> (cross_key_values,): the decoder's cross-attention keys/values, computed once per image (the
+    encoder's hidden states themselves are used by nothing else, so they do not leave the graph)."""
+
+    def __init__(self, model: VisionEncoderDecoderModel, image: ImageConfig):
+        super().__init__()
+        self.normalization = PixelNormalization(image)
         self.encoder = model.encoder
         self.enc_to_dec_proj = getattr(model, "enc_to_dec_proj", None)
         self.layers = model.decoder.model.decoder.layers
         self.num_heads = model.decoder.config.decoder_attention_heads
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor]:
-        hidden = self.encoder(pixel_values=pixel_values).last_hidden_state
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor]:
+        hidden = self.encoder(pixel_values=self.normalization(pixels)).last_hidden_state
         if self.enc_to_dec_proj is not None:
             hidden = self.enc_to_dec_proj(hidden)
         per_layer = []

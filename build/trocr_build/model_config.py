@@ -11,6 +11,7 @@ from trocr_serving.execution import INSTANCE_KINDS
 
 DATA_TYPES = {
     "BOOL": pb.TYPE_BOOL,
+    "UINT8": pb.TYPE_UINT8,
     "INT32": pb.TYPE_INT32,
     "INT64": pb.TYPE_INT64,
     "FP16": pb.TYPE_FP16,

@@ -19,6 +19,7 @@ from trocr_build.export import (
     export_decoder,
     export_encoder,
     validate_against_reference,
+    validate_pixels,
     write_row_copy,
 )
 from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
@@ -41,14 +42,14 @@ from trocr_serving.pipeline_config import (
     ImageConfig,
     PipelineConfig,
 )
-from trocr_serving.preprocessing import decode_image, preprocess
+from trocr_serving.preprocessing import decode_image, pixels_of
 
 LOGGER = logging.getLogger(__name__)
 
 MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
 PYTHON_MODELS = {"pip": MODEL_NAMES, "triton-container": (sp.MODEL_NAME, protocol.MODEL_NAME)}
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 10
+REPOSITORY_FORMAT = 11
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def model_configs(
     encoder = ModelConfig(
         name="encoder",
         max_batch_size=0,
-        inputs=(Tensor(names.PIXEL_VALUES, "FP32", (-1, 3, height, width)),),
+        inputs=(Tensor(names.PIXELS, "UINT8", (-1, 3, height, width)),),
         outputs=(Tensor(names.CROSS_KEY_VALUES, "FP32", (-1, *cross)),),
         parameters={"onnx_file": names.ENCODER_ONNX, "max_rows": str(options.encoder_max_batch_size), **threads},
         **options.placement(),
@@ -189,7 +190,7 @@ def model_configs(
         name=sp.MODEL_NAME,
         max_batch_size=0,
         inputs=(
-            Tensor(names.PIXEL_VALUES, "FP32", (-1, 3, height, width)),
+            Tensor(names.PIXELS, "UINT8", (-1, 3, height, width)),
             Tensor(sp.MAX_NEW_TOKENS, "INT32", (-1,)),
             Tensor(sp.NUM_BEAMS, "INT32", (-1,)),
             Tensor(sp.IGNORE_EOS, "BOOL", (-1,)),
@@ -285,15 +286,17 @@ def build_repository(
     decoder_path = output / decoder_home(options.target) / "1" / names.DECODER_ONNX
     for graph_path in (encoder_path, decoder_path):
         graph_path.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = pipeline_config(hf_model, processor, dims, source)
+    sample_images = [decode_image(path.read_bytes()) for path in sample_paths()]
     with torch.no_grad():
         report = {
-            "encoder": export_encoder(hf_model, dims, encoder_path, atol),
+            "pixels": validate_pixels(processor.image_processor, pipeline.image, sample_images),
+            "encoder": export_encoder(hf_model, dims, pipeline.image, encoder_path, atol),
             "decoder": export_decoder(hf_model, dims, decoder_path, atol),
-            "reference": validate_against_reference(hf_model, dims, encoder_path, decoder_path, atol),
+            "reference": validate_against_reference(hf_model, dims, pipeline.image, encoder_path, decoder_path, atol),
         }
-    pipeline = pipeline_config(hf_model, processor, dims, source)
     precision = PRECISIONS[options.precision]
-    samples = preprocess([decode_image(path.read_bytes()) for path in sample_paths()], pipeline.image)
+    samples = pixels_of(sample_images, pipeline.image)
     variant = convert_and_validate(precision, encoder_path, decoder_path, pipeline, samples, options.device)
     write_row_copy(decoder_path.parent / names.ROW_COPY_ONNX, precision.cache_type)
     for config in model_configs(dims, options, model, encoder_path, decoder_path):

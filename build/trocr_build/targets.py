@@ -33,6 +33,7 @@ ORT_TYPES = {
     "tensor(int64)": "INT64",
     "tensor(int32)": "INT32",
     "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
 }
 
 

@@ -34,7 +34,7 @@ from trocr_client.logs import configure_logging
 from trocr_loadtest.accuracy import character_error_rate
 from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, write_manifest
 from trocr_serving.pipeline_config import ImageConfig
-from trocr_serving.preprocessing import preprocess_one
+from trocr_serving.preprocessing import normalize, resize
 
 LOGGER = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ TRAINING_FONT_SIZES = (24, 48)
 CURRICULUM_START_CHARS = 8
 CHUNK_LINES = 256
 HELDOUT_FONT_SIZES = (28, 64)
+
+
+def pixel_values(image: Image.Image, config: ImageConfig) -> np.ndarray:
+    """One RGB image as the model sees it: resized as the server's front does, normalised as its encoder graph."""
+    return normalize(resize(image, config), config)
 
 
 def server_image_config(processor: TrOCRProcessor) -> ImageConfig:
@@ -107,7 +112,7 @@ class RenderedLines(IterableDataset):
                 yield from round_
 
     def _example(self, line) -> tuple[np.ndarray, list[int]]:
-        return preprocess_one(line.image, self.config), label_ids(self.processor, line.text)
+        return pixel_values(line.image, self.config), label_ids(self.processor, line.text)
 
 
 class ColumnCtcHead(torch.nn.Module):
@@ -164,7 +169,7 @@ def transcribe(
     model.eval()
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            pixels = torch.from_numpy(np.stack([preprocess_one(im, config) for im in images[start : start + batch]]))
+            pixels = torch.from_numpy(np.stack([pixel_values(im, config) for im in images[start : start + batch]]))
             ids = model.generate(pixels, num_beams=1, do_sample=False)
             texts += processor.batch_decode(ids, skip_special_tokens=True)
     return texts

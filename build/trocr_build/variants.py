@@ -170,27 +170,27 @@ class Agreement:
 
 
 def forced_log_probs(graphs: LocalGraphs, config: PipelineConfig, image: np.ndarray, tokens: list[int]) -> np.ndarray:
-    """log_probs [len(tokens), vocab] of one image (pixel values [1, ...]), fed `tokens` one after another."""
+    """log_probs [len(tokens), vocab] of one image (uint8 pixels [1, ...]), fed `tokens` one after another."""
     fed = np.array([[config.generation.decoder_start_token_id, *tokens[:-1]]], dtype=np.int64)
     cross = graphs.cross_key_values(image)
     return teacher_forced_log_probs(graphs.step, cross, fed, config.decoder.cache_shape(1, 0))[0]
 
 
 def compare(
-    variant: LocalGraphs, reference: LocalGraphs, pixel_values: np.ndarray, config: PipelineConfig, max_new_tokens: int
+    variant: LocalGraphs, reference: LocalGraphs, pixels: np.ndarray, config: PipelineConfig, max_new_tokens: int
 ) -> Agreement:
-    """The variant against the fp32 graphs on `pixel_values` (one image per row)."""
-    limits = np.full(len(pixel_values), max_new_tokens)
-    expected = greedy_decode(reference.cross_key_values(pixel_values), limits, config, reference.step)
-    got = greedy_decode(variant.cross_key_values(pixel_values), limits, config, variant.step)
+    """The variant against the fp32 graphs on `pixels` (one image per row)."""
+    limits = np.full(len(pixels), max_new_tokens)
+    expected = greedy_decode(reference.cross_key_values(pixels), limits, config, reference.step)
+    got = greedy_decode(variant.cross_key_values(pixels), limits, config, variant.step)
     error, equal, total = 0.0, 0, 0
     for index, (want, have) in enumerate(zip(expected, got)):
-        image = pixel_values[index : index + 1]
+        image = pixels[index : index + 1]
         forced = forced_log_probs(variant, config, image, want.token_ids)
         error = max(error, float(np.max(np.abs(forced - forced_log_probs(reference, config, image, want.token_ids)))))
         equal += sum(a == b for a, b in zip(want.token_ids, have.token_ids))
         total += max(len(want.token_ids), len(have.token_ids))
-    return Agreement(error, equal / max(total, 1), len(pixel_values), total)
+    return Agreement(error, equal / max(total, 1), len(pixels), total)
 
 
 def validation_execution(device: str) -> Execution:
@@ -205,7 +205,7 @@ def convert_and_validate(
     precision: Precision, encoder: Path, decoder: Path, config: PipelineConfig, images: np.ndarray, device: str
 ) -> dict:
     """Turn the exported fp32 graphs into `precision`'s, then check them against the fp32 ones on `images`
-    (pixel values); returns the figures, or raises VariantValidationError past the variant's bounds."""
+    (uint8 pixels); returns the figures, or raises VariantValidationError past the variant's bounds."""
     if precision.convert is None:
         return {"precision": precision.name}
     with tempfile.TemporaryDirectory(prefix="trocr-fp32-") as folder:

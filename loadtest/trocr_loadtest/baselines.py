@@ -25,7 +25,7 @@ from trocr_serving.decoder_signature import DecoderStep, split_cross
 from trocr_serving.execution import CPU, Execution
 from trocr_serving.greedy import LocalGraphs, graph_paths, greedy_decode
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.preprocessing import decode_image, preprocess
+from trocr_serving.preprocessing import decode_image, pixels_of
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,12 @@ class RepositoryGraphs(LocalGraphs):
         super().__init__(*graph_paths(repository), intra_op_threads, execution)
         self.config = PipelineConfig.load(repository / "trocr" / "1")
 
-    def pixel_values(self, images: list[bytes]) -> np.ndarray:
-        return preprocess([decode_image(data) for data in images], self.config.image)
+    def pixels(self, images: list[bytes]) -> np.ndarray:
+        """The encoder's input, as the server's front makes it: decoded and resized, uint8."""
+        return pixels_of([decode_image(data) for data in images], self.config.image)
 
     def transcribe(self, images: list[bytes], max_new_tokens: int) -> list:
-        cross = self.cross_key_values(self.pixel_values(images))
+        cross = self.cross_key_values(self.pixels(images))
         limits = np.full(len(images), max_new_tokens)
         return greedy_decode(cross, limits, self.config, self.step, ignore_eos=True)
 
@@ -76,21 +77,21 @@ def onnxruntime_loop(graphs: RepositoryGraphs, images: list[bytes], tokens: int,
 
 
 def encoder_only(graphs: RepositoryGraphs, images: list[bytes], calls: int) -> BaselineResult:
-    pixel_values = graphs.pixel_values(images)
+    pixels = graphs.pixels(images)
     return _timed(
         "encoder alone (ceiling for any end-to-end figure)",
         1,
-        lambda i: graphs.cross_key_values(pixel_values[i % len(images)][None]),
+        lambda i: graphs.cross_key_values(pixels[i % len(images)][None]),
         calls,
     )
 
 
 def in_process_ceiling(graphs: RepositoryGraphs, images: list[bytes], tokens: int, batch: int, repeats: int = 3):
     """Encoder at batch 1 plus `tokens` decoder steps at batch `batch`, per image: (images/s, seconds/image)."""
-    pixel_values = graphs.pixel_values(images)
+    pixels = graphs.pixels(images)
     encoder_s = encoder_only(graphs, images, calls=max(4, repeats)).latency_p50_s
     rows = np.arange(batch) % len(images)
-    cross = split_cross(np.concatenate([graphs.cross_key_values(pixel_values[r][None]) for r in rows]))
+    cross = split_cross(np.concatenate([graphs.cross_key_values(pixels[r][None]) for r in rows]))
     shape = graphs.config.decoder
     best_s = float("inf")
     for _ in range(repeats):

@@ -11,6 +11,7 @@ Speed is reported as ratios measured in this run: absolute figures drift between
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -21,8 +22,10 @@ from pathlib import Path
 
 from trocr_build.repository import ServingOptions, ensure_repository
 from trocr_build.variants import PRECISIONS
+from trocr_client import protocol
 from trocr_client.logs import configure_logging
 from trocr_loadtest import baselines
+from trocr_loadtest.front_bench import measure_front, render_front
 from trocr_loadtest.images import image_set
 from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.report import RESULTS_DIR
@@ -32,6 +35,7 @@ from trocr_loadtest.variant_table import as_dicts, encoder_speeds, measure_varia
 from trocr_serving import paths
 from trocr_serving.execution import DEVICES, Execution
 from trocr_serving.launcher import TritonServer
+from trocr_serving.pipeline_config import PipelineConfig
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,6 +87,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ceiling-batch", type=int, default=16)
     p.add_argument("--images", default="samples+generated", help="samples, generated, samples+generated or a folder")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "bench.json")
+    p.add_argument(
+        "--front",
+        action="store_true",
+        help="only the front's per-image cost (decode, resize) now and before, and the requests/s it sustains",
+    )
     variants = p.add_argument_group(
         "variants (instead of the baselines): each precision built, served, loaded and read for its CER"
     )
@@ -265,13 +274,23 @@ def compare_variants(args) -> int:
     rows = measure_variants(
         args.model, precisions, args.workdir, args.variant_concurrency, args.duration_s, args.warmup_s, args.rounds
     )
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    machine = machine_description()
     print(f"\n{args.model}: variants through Triton, held-out synthetic set; {machine}\n")
     print(render_variants(rows, args.variant_concurrency))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"model": args.model, "machine": machine, "variants": as_dicts(rows)}, indent=2))
     print(f"\nwritten to {args.output}")
     return 0
+
+
+def machine_description() -> str:
+    """The CPU's model name (figures move with it: compare only within one run), cores, system."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{cpu}, {os.cpu_count()} cores, {platform.platform()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,11 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         return compare_variants(args)
     info = ensure_repository(args.model, args.repository, options=serving_options(args))
     images = image_set(args.images)
+    if args.front:
+        config = PipelineConfig.load(args.repository / protocol.MODEL_NAME / "1")
+        print(f"\n{args.model}, {len(images)} images; {machine_description()}\n")
+        print(render_front(measure_front(images, config), config.image))
+        return 0
     started = time.monotonic()
     rows, detail = measure_in_process(args, info, images)
     rows += measure_server(args, images)
     table = render(rows)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    machine = machine_description()
     device = f"{args.device} {args.precision}" + (f" ({gpu_name()})" if args.device == "cuda" else "")
     print(f"\n{args.model}, {args.tokens} tokens per image (fixed), {len(images)} images; {device}; {machine}\n")
     print(table)

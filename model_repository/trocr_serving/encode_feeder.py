@@ -26,10 +26,10 @@ class EncodeFeeder:
         self._running = False
         self.batch_sizes: list[int] = []  # of the calls made, for tests and metrics
 
-    async def encode(self, pixel_values: np.ndarray) -> np.ndarray:
+    async def encode(self, pixels: np.ndarray) -> np.ndarray:
         """Cross-attention keys/values for these images, encoded together with whatever else waits."""
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((pixel_values, future))
+        self._pending.append((pixels, future))
         if not self._running:
             self._running = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -48,10 +48,10 @@ class EncodeFeeder:
             self._running = False
 
     async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
-        pixel_values = np.concatenate([images for images, _ in batch])
-        self.batch_sizes.append(len(pixel_values))
+        pixels = np.concatenate([images for images, _ in batch])
+        self.batch_sizes.append(len(pixels))
         try:
-            outputs = await self.encode_batch(pixel_values)
+            outputs = await self.encode_batch(pixels)
         except Exception as exc:
             for _, future in batch:
                 if not future.done():

@@ -28,7 +28,7 @@ from trocr_serving.search import SearchResult
 
 LOGGER = logging.getLogger(__name__)
 
-EncodeBatch = Callable[[np.ndarray], Awaitable[np.ndarray]]  # pixel values -> cross-attention keys/values
+EncodeBatch = Callable[[np.ndarray], Awaitable[np.ndarray]]  # uint8 pixels -> cross-attention keys/values
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Engine:
         rows = sum(p.num_beams for p in params)
         self.loop.reserve(rows)
         try:
-            cross = await self.encoder.encode(inputs[names.PIXEL_VALUES])
+            cross = await self.encoder.encode(inputs[names.PIXELS])
         except BaseException:
             self.loop.release(rows)
             raise

@@ -4,7 +4,8 @@ The build writes the graphs with these names and generates the Triton configs fr
 server-side models read them. Tensor layouts (batch first, so Triton can batch every tensor):
 
 encoder.onnx
-  pixel_values           FP32 [batch, 3, image_size, image_size]
+  pixels                 UINT8 [batch, 3, height, width]   the image resized as the image processor does, channels
+    first; the graph rescales and normalises it (the processor's pixel_values) before the vision encoder
   cross_key_values       FP32 [batch, layers, 2 (key, value), heads, encoder_seq_len, head_dim]
     the decoder's cross-attention keys/values, computed once per image
 decoder.onnx (one decoding step for a batch of sequences that may have different lengths)
@@ -36,7 +37,7 @@ ENCODER_ONNX = "encoder.onnx"
 DECODER_ONNX = "decoder.onnx"
 ROW_COPY_ONNX = "row_copy.onnx"
 
-PIXEL_VALUES = "pixel_values"
+PIXELS = "pixels"
 CROSS_KEY_VALUES = "cross_key_values"
 
 INPUT_IDS = "input_ids"
@@ -50,7 +51,7 @@ PRESENT_KEY_VALUES = "present_key_values"
 TOP_LOG_PROBS = "top_log_probs"
 TOP_IDS = "top_ids"
 
-ENCODER_INPUTS = (PIXEL_VALUES,)
+ENCODER_INPUTS = (PIXELS,)
 ENCODER_OUTPUTS = (CROSS_KEY_VALUES,)
 # The decoder step exported from PyTorch, then the top-k appended to it (trocr_build.export.append_top_k).
 DECODER_STEP_INPUTS = (INPUT_IDS, POSITION_IDS, ATTENTION_MASK, PAST_KEY_VALUES, PAST_ROWS)  # then cross_inputs()

@@ -102,8 +102,9 @@ class LocalGraphs:
         self.encoder = GraphRunner(encoder, intra_op_threads, execution=execution)
         self.decoder = GraphRunner(decoder, intra_op_threads, execution=execution)
 
-    def cross_key_values(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.encoder.run({names.PIXEL_VALUES: pixel_values}, [names.CROSS_KEY_VALUES])[names.CROSS_KEY_VALUES]
+    def cross_key_values(self, pixels: np.ndarray) -> np.ndarray:
+        """UINT8 resized images (trocr_serving.preprocessing.pixels_of) -> their cross-attention keys/values."""
+        return self.encoder.run({names.PIXELS: pixels}, [names.CROSS_KEY_VALUES])[names.CROSS_KEY_VALUES]
 
     def step(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """A DecoderCall: (log_probs, present_key_values)."""

@@ -1,7 +1,11 @@
-"""Image decoding and preprocessing, exactly as the model's own image processor does it.
+"""Image decoding and resizing, exactly as the model's own image processor does it; the rest runs in the encoder.
 
 TrOCR's ViTImageProcessor: convert to RGB, resize with PIL (bilinear) to the model's size, rescale by 1/255
-in float64, cast to float32, normalise with the processor's mean and std, channels first.
+in float64, cast to float32, normalise with the processor's mean and std, channels first. The server does the
+first two here and sends the resized image as uint8 (a quarter of float32's bytes); the rescaling and the
+normalisation are the first nodes of the exported encoder graph (trocr_build.graphs.PixelNormalization), whose
+output the build checks against the image processor. `normalize` is the same arithmetic in numpy, for training
+and checks.
 
 Before that, decoding reads every image the way a person looking at it would: the EXIF orientation is
 applied (a phone photo of a line is upright, as the model's processor would see it once turned), 16-bit and
@@ -85,18 +89,24 @@ def image_pixels(data: bytes) -> int:
         return 0
 
 
-def preprocess(images: list[Image.Image], config: ImageConfig) -> np.ndarray:
-    """RGB images -> pixel_values FP32 [batch, 3, height, width]."""
-    pixel_values = np.empty((len(images), 3, config.height, config.width), dtype=np.float32)
+def pixels_of(images: list[Image.Image], config: ImageConfig) -> np.ndarray:
+    """RGB images -> the encoder's input: UINT8 [batch, 3, height, width]."""
+    pixels = np.empty((len(images), 3, config.height, config.width), dtype=np.uint8)
     for row, image in enumerate(images):
-        pixel_values[row] = preprocess_one(image, config)
-    return pixel_values
+        pixels[row] = resize(image, config)
+    return pixels
 
 
-def preprocess_one(image: Image.Image, config: ImageConfig) -> np.ndarray:
-    """One RGB image -> FP32 [3, height, width]."""
-    mean = np.asarray(config.image_mean, dtype=np.float32)
-    std = np.asarray(config.image_std, dtype=np.float32)
+def resize(image: Image.Image, config: ImageConfig) -> np.ndarray:
+    """One RGB image, resized as the image processor does -> UINT8 [3, height, width]."""
     resized = image.resize((config.width, config.height), resample=config.resample)
-    scaled = (np.asarray(resized, dtype=np.float64) * config.rescale_factor).astype(np.float32)
-    return ((scaled - mean) / std).transpose(2, 0, 1)
+    return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def normalize(pixels: np.ndarray, config: ImageConfig) -> np.ndarray:
+    """UINT8 [..., 3, height, width] -> the model's pixel_values, FP32: rescaled in float64, then normalised in
+    float32, as the image processor does (and the encoder graph's first nodes)."""
+    mean = np.asarray(config.image_mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(config.image_std, dtype=np.float32)[:, None, None]
+    scaled = (pixels.astype(np.float64) * config.rescale_factor).astype(np.float32)
+    return (scaled - mean) / std

@@ -11,7 +11,7 @@ import numpy as np
 
 from trocr_client import protocol
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.preprocessing import InvalidImageError, decode_image, image_pixels, preprocess_one
+from trocr_serving.preprocessing import InvalidImageError, decode_image, image_pixels, resize
 from trocr_serving.refusals import InvalidRequestError, shown
 
 
@@ -20,7 +20,7 @@ class Job:
     """The preprocessed good images of one request and their decoding parameters (one value per good image),
     and each input image's error (None where it is good)."""
 
-    pixel_values: np.ndarray  # FP32 [good images, 3, height, width]
+    pixels: np.ndarray  # UINT8 [good images, 3, height, width]: resized, normalised by the encoder graph
     max_new_tokens: np.ndarray
     num_beams: np.ndarray
     ignore_eos: np.ndarray
@@ -139,18 +139,18 @@ def parse_request(
             errors[index] = f"image {index}: {exc}"
     _check_request_size([data for data, error in zip(raw, errors) if error is None])
     image = config.image
-    pixel_values = np.empty((rows, 3, image.height, image.width), dtype=np.float32)
+    pixels = np.empty((rows, 3, image.height, image.width), dtype=np.uint8)
     for index, data in enumerate(raw):  # one decoded image in memory at a time
         if errors[index] is None:
             try:
-                pixel_values[index] = preprocess_one(decode_image(data), image)
+                pixels[index] = resize(decode_image(data), image)
             except InvalidImageError as exc:
                 errors[index] = f"image {index}: {exc}"
     good = [index for index, error in enumerate(errors) if error is None]
     if not good:
         shown = "; ".join(errors[:3]) + (f"; and {rows - 3} more" if rows > 3 else "")
         raise InvalidRequestError(shown if rows == 1 else f"{protocol.ALL_IMAGES_BAD}: {shown}")
-    return Job(pixel_values[good], tokens[good], beams[good], ignore[good], errors)
+    return Job(pixels[good], tokens[good], beams[good], ignore[good], errors)
 
 
 def _image_bytes(data, base64_text: bool) -> bytes:

@@ -21,16 +21,16 @@ ENCODER_BACKEND = "encoder_backend"
 MAX_NEW_TOKENS = "max_new_tokens"  # INT32 [images]
 NUM_BEAMS = "num_beams"  # INT32 [images]
 IGNORE_EOS = "ignore_eos"  # BOOL [images]
-INPUTS = (names.PIXEL_VALUES, MAX_NEW_TOKENS, NUM_BEAMS, IGNORE_EOS)
+INPUTS = (names.PIXELS, MAX_NEW_TOKENS, NUM_BEAMS, IGNORE_EOS)
 
 TOKEN_IDS = protocol.OUTPUT_TOKEN_IDS  # INT32 [images, longest], padded
 SCORE = protocol.OUTPUT_SCORE  # FP32 [images]
 OUTPUTS = (TOKEN_IDS, SCORE)
 
 
-def request_arrays(pixel_values, max_new_tokens, num_beams, ignore_eos) -> dict[str, np.ndarray]:
+def request_arrays(pixels, max_new_tokens, num_beams, ignore_eos) -> dict[str, np.ndarray]:
     return {
-        names.PIXEL_VALUES: np.ascontiguousarray(pixel_values, dtype=np.float32),
+        names.PIXELS: np.ascontiguousarray(pixels, dtype=np.uint8),
         MAX_NEW_TOKENS: np.asarray(max_new_tokens, dtype=np.int32),
         NUM_BEAMS: np.asarray(num_beams, dtype=np.int32),
         IGNORE_EOS: np.asarray(ignore_eos, dtype=bool),
@@ -40,7 +40,7 @@ def request_arrays(pixel_values, max_new_tokens, num_beams, ignore_eos) -> dict[
 def search_params(inputs: dict[str, np.ndarray], config: PipelineConfig) -> list[SearchParams]:
     """One SearchParams per image, checked like the public model's parameters: the scheduler is reachable
     over gRPC streaming too, and must hold its own bounds."""
-    rows = len(inputs[names.PIXEL_VALUES])
+    rows = len(inputs[names.PIXELS])
     if not 1 <= rows <= protocol.MAX_IMAGES_PER_REQUEST:
         raise InvalidRequestError(f"{rows} images in one request: send 1..{protocol.MAX_IMAGES_PER_REQUEST}")
     tokens = per_row(MAX_NEW_TOKENS, inputs[MAX_NEW_TOKENS], rows, None, 1, config.max_new_tokens_limit)

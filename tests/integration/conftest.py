@@ -7,7 +7,10 @@ process dying, and stops with SIGTERM then SIGKILL. A failing test prints the en
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -33,14 +36,21 @@ class Served:
         return TrOCRClient(self.server.grpc_url, timeout_s=300)
 
 
-def _serve(built: Built, log_dir):
-    # The log goes beside the repository: nothing is written into a model repository at serve time.
+@contextlib.contextmanager
+def running_server(built: Built, log_dir: Path) -> Iterator[TritonServer]:
+    """A server on the built repository, with its watchdog; the log goes beside the repository (nothing is
+    written into a model repository at serve time)."""
     server = TritonServer(built.repository, log_file=log_dir / "tritonserver.log", exit_timeout_s=5)
     server.start(timeout_s=180)
     try:
-        yield Served(server, built)
+        yield server
     finally:
         server.close()
+
+
+def _serve(built: Built, log_dir: Path):
+    with running_server(built, log_dir) as server:
+        yield Served(server, built)
 
 
 @pytest.fixture(scope="session")

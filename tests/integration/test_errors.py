@@ -132,7 +132,7 @@ def test_the_internal_scheduler_checks_the_same_bounds(tiny):
     config = grpcclient.InferenceServerClient(tiny.server.grpc_url).get_model_config("scheduler", as_json=True)
     shape = [1, *(int(d) for d in config["config"]["input"][0]["dims"][1:])]
     arrays = {
-        "pixel_values": np.zeros(shape, dtype=np.float32),
+        "pixels": np.zeros(shape, dtype=np.uint8),
         "max_new_tokens": np.array([4], dtype=np.int32),
         "num_beams": np.array([17], dtype=np.int32),
         "ignore_eos": np.array([False]),
@@ -142,7 +142,7 @@ def test_the_internal_scheduler_checks_the_same_bounds(tiny):
         tensor = grpcclient.InferInput(
             name,
             list(array.shape),
-            "BOOL" if array.dtype == bool else {np.float32: "FP32", np.int32: "INT32"}[array.dtype.type],
+            "BOOL" if array.dtype == bool else {np.uint8: "UINT8", np.int32: "INT32"}[array.dtype.type],
         )
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)

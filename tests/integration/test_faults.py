@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +18,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.images import text_line
+from tests.integration.conftest import running_server
+from tests.trocr_serve import start_trocr_serve
 from trocr_client import RetryPolicy, ServerUnavailableError, TrOCRClient
 from trocr_serving.launcher import Ports, ServerError, TritonServer, free_ports
 from trocr_serving.stubs import SHM_DIR
@@ -35,13 +35,8 @@ IMAGE = text_line("fault line")
 @pytest.fixture(scope="module")
 def faulty(built_tiny, tmp_path_factory):
     """A server of its own: these tests kill parts of it."""
-    log = tmp_path_factory.mktemp("faults") / "tritonserver.log"
-    server = TritonServer(built_tiny.repository, log_file=log, exit_timeout_s=5)
-    server.start(timeout_s=180)
-    try:
+    with running_server(built_tiny, tmp_path_factory.mktemp("faults")) as server:
         yield server
-    finally:
-        server.close()
 
 
 def transcribe(server: TritonServer) -> tuple[str, float, tuple]:
@@ -141,35 +136,9 @@ def test_serving_writes_nothing_into_the_repository(built_tiny, tmp_path):
     assert _files(built_tiny.repository) == before
 
 
-def _children(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return children
-
-
 def test_killing_the_launcher_stops_the_server(built_tiny, tmp_path):
-    ports = Ports.pick("127.0.0.1")
-    launcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trocr_serving.cli",
-            f"--model-repository={built_tiny.repository}",
-            f"--http-port={ports.http}",
-            f"--grpc-port={ports.grpc}",
-            f"--metrics-port={ports.metrics}",
-            "--exit-timeout-s=2",
-        ],
-        stdout=(tmp_path / "serve.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    served = start_trocr_serve(built_tiny.repository, tmp_path / "serve.log", 2)
+    launcher, ports = served.process, served.ports
     try:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports.grpc}")
 
@@ -180,7 +149,8 @@ def test_killing_the_launcher_stops_the_server(built_tiny, tmp_path):
                 return False
 
         wait_for(ready, 180, "trocr-serve to start")
-        (server_pid,) = _children(launcher.pid)
+        server_pid = served.server_pid()
+        assert server_pid is not None
         launcher.kill()
         launcher.wait()
         wait_for(lambda: not Path(f"/proc/{server_pid}").exists() or _is_zombie(server_pid), 60, "tritonserver to exit")

@@ -9,19 +9,16 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from tests.images import text_line
 from tests.raw_wire import post
+from tests.trocr_serve import Launcher, start_trocr_serve
 from trocr_client import RetryPolicy, TrOCRClient
-from trocr_serving.launcher import Ports
 from trocr_serving.stubs import stub_processes
 
 pytestmark = pytest.mark.integration
@@ -32,32 +29,6 @@ HANG_MARGIN_S = 5.0  # a request answers within its deadline and this (a loaded 
 HEAL_TIMEOUT_S = 90.0
 LOAD_THREADS = 4
 IMAGE = text_line("heal me")
-
-
-@dataclass
-class Launcher:
-    process: subprocess.Popen
-    ports: Ports
-    log: Path
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
-
-    def server_pid(self) -> int | None:
-        """The tritonserver this launcher runs now (its only child)."""
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.process.pid and fields[0] != "Z":
-                    return int(entry.name)
-        return None
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
 
 
 def transcribe(url: str, deadline_s: float = CLIENT_DEADLINE_S) -> tuple[bool, float]:
@@ -97,30 +68,14 @@ class Load:
 
 @pytest.fixture(scope="module")
 def launcher(built_tiny, tmp_path_factory):
-    ports = Ports.pick("127.0.0.1")
-    log = tmp_path_factory.mktemp("heals") / "trocr-serve.log"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trocr_serving.cli",
-            f"--model-repository={built_tiny.repository}",
-            f"--http-port={ports.http}",
-            f"--grpc-port={ports.grpc}",
-            f"--metrics-port={ports.metrics}",
-            "--exit-timeout-s=5",
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    served = Launcher(process, ports, log)
+    served = start_trocr_serve(built_tiny.repository, tmp_path_factory.mktemp("heals") / "trocr-serve.log", 5)
     try:
         wait_until_started(served)
         yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
+        if served.process.poll() is None:
+            served.process.send_signal(signal.SIGTERM)
+            served.process.wait(60)
 
 
 def wait_until_started(served: Launcher) -> None:
@@ -209,23 +164,8 @@ def test_trocr_serve_stops_cleanly_when_asked(launcher):
 def test_trocr_serve_exits_non_zero_when_restarts_fail(built_tiny, tmp_path):
     """Its ports taken while it was down: every start fails, and trocr-serve says so and exits 1 (an orchestrator
     then replaces the pod) instead of serving nothing."""
-    ports = Ports.pick("127.0.0.1")
-    log = tmp_path / "trocr-serve.log"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trocr_serving.cli",
-            f"--model-repository={built_tiny.repository}",
-            f"--http-port={ports.http}",
-            f"--grpc-port={ports.grpc}",
-            f"--metrics-port={ports.metrics}",
-            "--exit-timeout-s=2",
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    served = Launcher(process, ports, log)
+    served = start_trocr_serve(built_tiny.repository, tmp_path / "trocr-serve.log", 2)
+    process, ports, log = served.process, served.ports, served.log
     try:
         wait_until_started(served)
         with socket.socket() as squatter:

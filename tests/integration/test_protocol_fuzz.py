@@ -26,6 +26,7 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from tests.images import NOT_AN_IMAGE, text_line, truncated_png
+from tests.integration.conftest import running_server
 from tests.raw_wire import bytes_tensor, model_infer, post, read_bytes_tensor
 from trocr_client import RetryPolicy, TrOCRClient, protocol
 from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE
@@ -44,8 +45,8 @@ GOOD = text_line("fuzz me")
 IMAGES = [GOOD, b"", NOT_AN_IMAGE, truncated_png(), GOOD[:12]]
 MODELS = {
     "trocr": ["image", "max_new_tokens", "num_beams", "ignore_eos"],
-    "encoder": ["pixel_values"],
-    "scheduler": ["pixel_values", "max_new_tokens", "num_beams", "ignore_eos"],
+    "encoder": ["pixels"],
+    "scheduler": ["pixels", "max_new_tokens", "num_beams", "ignore_eos"],
     "no_such_model": ["image"],
 }
 DATATYPES = ["BYTES", "INT32", "BOOL", "FP32", "FP16", "INT64", "UINT8", "INT8", "BF16", "COMPLEX", ""]
@@ -90,13 +91,8 @@ HTTP_UNPARSEABLE = ("failed to parse the request JSON buffer", "Unable to parse"
 @pytest.fixture(scope="module")
 def fuzzed(built_tiny, tmp_path_factory):
     """A server of its own, with its watchdog: a crash shows as a restart."""
-    log = tmp_path_factory.mktemp("fuzz") / "tritonserver.log"
-    server = TritonServer(built_tiny.repository, log_file=log, exit_timeout_s=5)
-    server.start(timeout_s=180)
-    try:
+    with running_server(built_tiny, tmp_path_factory.mktemp("fuzz")) as server:
         yield server
-    finally:
-        server.close()
 
 
 def transcribe_good(server: TritonServer) -> tuple[int, ...]:
@@ -165,7 +161,7 @@ def _valid_tensors(rng: random.Random, model: str, rows: int) -> list[Tensor]:
                 array = np.array([values() for _ in range(rows)], "<i4" if datatype == "INT32" else bool)
                 tensors.append(Tensor(name, datatype, [rows, 1], array.tobytes()))
         return tensors
-    pixels = Tensor("pixel_values", "FP32", [rows, 3, 64, 64], bytes(rows * 3 * 64 * 64 * 4))  # random:tiny's size
+    pixels = Tensor("pixels", "UINT8", [rows, 3, 64, 64], bytes(rows * 3 * 64 * 64))  # random:tiny's size
     if model == "encoder":
         return [pixels]
     return [
@@ -220,7 +216,7 @@ def _mutate(rng: random.Random, tensors: list[Tensor], request: service_pb2.Mode
     elif target is not None and mutation == "drop":
         tensors.remove(target)
     elif mutation == "bogus":
-        tensors.append(Tensor(rng.choice(["bogus", "image", "pixel_values", ""]), "INT32", [1, 1], bytes(4)))
+        tensors.append(Tensor(rng.choice(["bogus", "image", "pixels", ""]), "INT32", [1, 1], bytes(4)))
     elif target is not None and mutation == "duplicate":
         tensors.append(Tensor(target.name, target.datatype, list(target.shape), target.contents))
     elif mutation == "parameter":
@@ -417,8 +413,8 @@ def _json_of(request: service_pb2.ModelInferRequest) -> dict:
         entry = {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype}
         if tensor.datatype == "BYTES":
             entry["data"] = [base64.b64encode(item).decode() for item in read_bytes_tensor_safely(raw)]
-        elif tensor.datatype in ("INT32", "FP32", "BOOL"):
-            dtype = {"INT32": "<i4", "FP32": "<f4", "BOOL": bool}[tensor.datatype]
+        elif tensor.datatype in ("INT32", "FP32", "BOOL", "UINT8"):
+            dtype = {"INT32": "<i4", "FP32": "<f4", "BOOL": bool, "UINT8": np.uint8}[tensor.datatype]
             entry["data"] = np.frombuffer(raw[: len(raw) - len(raw) % np.dtype(dtype).itemsize], dtype).tolist()
         inputs.append(entry)
     return {"inputs": inputs, "parameters": {"image_encoding": "base64"}}
@@ -520,7 +516,7 @@ def test_generated_http_requests_get_clear_answers_and_leave_the_server_serving(
 def test_an_empty_batch_over_grpc_is_refused_not_a_crash(fuzzed, model):
     """Triton 2.51 crashed (SIGSEGV in the Python backend) on one request whose batch held 0 rows."""
     request = service_pb2.ModelInferRequest(model_name=model)
-    name, datatype, shape = ("image", "BYTES", [0, 1]) if model == "trocr" else ("pixel_values", "FP32", [0, 3, 64, 64])
+    name, datatype, shape = ("image", "BYTES", [0, 1]) if model == "trocr" else ("pixels", "UINT8", [0, 3, 64, 64])
     request.inputs.add(name=name, datatype=datatype, shape=shape)
     request.raw_input_contents.append(b"")
     with pytest.raises(grpc.RpcError) as caught:

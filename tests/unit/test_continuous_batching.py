@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tests.images import sample_paths, text_line
-from tests.reference import pixel_values_of, reference_generate
+from tests.reference import reference_generate
 from trocr_serving import graph_names as names
 from trocr_serving.decoder_runner import BoundDecoderRunner
 from trocr_serving.execution import CPU
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
+from trocr_serving.preprocessing import decode_image, pixels_of
 from trocr_serving.refusals import QueueFullError
 from trocr_serving.row_scheduler import RowMove, RowScheduler, SequenceGroup
 from trocr_serving.search import SearchParams, new_search
@@ -39,8 +40,8 @@ class Harness:
         self.batch_sizes: list[int] = []
 
     def groups(self, data: list[bytes], max_new_tokens: int, num_beams: int = 1, **params) -> list[SequenceGroup]:
-        pixel_values = pixel_values_of(self.built.processor, data).numpy()
-        cross = self.encoder.run({names.PIXEL_VALUES: pixel_values}, [names.CROSS_KEY_VALUES])
+        pixels = pixels_of([decode_image(image) for image in data], self.config.image)
+        cross = self.encoder.run({names.PIXELS: pixels}, [names.CROSS_KEY_VALUES])
         g = self.config.generation
         search_params = SearchParams(
             max_new_tokens=max_new_tokens,

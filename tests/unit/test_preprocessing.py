@@ -2,13 +2,15 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from transformers import ViTImageProcessor
 
 from tests.images import NOT_AN_IMAGE, sample_paths, text_line, truncated_png
+from trocr_build.graphs import PixelNormalization
 from trocr_client.protocol import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from trocr_serving.pipeline_config import ImageConfig
-from trocr_serving.preprocessing import InvalidImageError, decode_image, preprocess
+from trocr_serving.preprocessing import InvalidImageError, decode_image, normalize, pixels_of
 
 CONFIG = ImageConfig(
     height=384, width=384, resample=2, rescale_factor=1 / 255, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)
@@ -26,13 +28,22 @@ def hf_processor() -> ViTImageProcessor:
 
 
 @pytest.mark.parametrize("path", sample_paths(), ids=lambda p: p.name)
-def test_preprocess_matches_the_models_image_processor(path):
+def test_resized_pixels_normalised_match_the_models_image_processor(path):
     image = decode_image(path.read_bytes())
     expected = hf_processor()(images=[image], return_tensors="np").pixel_values
-    got = preprocess([image], CONFIG)
-    assert got.shape == expected.shape == (1, 3, 384, 384)
+    pixels = pixels_of([image], CONFIG)
+    assert pixels.shape == (1, 3, 384, 384) and pixels.dtype == np.uint8  # what the front sends
+    got = normalize(pixels, CONFIG)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_array_equal(got, expected)  # the processor's own arithmetic: equal, not close
+
+
+def test_the_encoder_graphs_normalisation_is_the_processors():
+    """What the exported encoder computes first (PixelNormalization, in torch) is normalize(), bit for bit."""
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 384, 384), dtype=np.uint8)
+    with torch.no_grad():
+        graph = PixelNormalization(CONFIG)(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_array_equal(graph, normalize(pixels, CONFIG))
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "RGB", "CMYK"])
@@ -49,8 +60,8 @@ def test_supported_formats_decode(fmt):
 
 def test_batch_rows_are_independent():
     a, b = decode_image(text_line("first")), decode_image(text_line("second"))
-    batch = preprocess([a, b], CONFIG)
-    np.testing.assert_array_equal(batch[1], preprocess([b], CONFIG)[0])
+    batch = pixels_of([a, b], CONFIG)
+    np.testing.assert_array_equal(batch[1], pixels_of([b], CONFIG)[0])
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def images(*data: bytes) -> np.ndarray:
 
 def test_defaults_apply_when_parameters_are_absent():
     job = parse_request(images(text_line("a"), text_line("b")), None, None, CONFIG)
-    assert job.pixel_values.shape == (2, 3, 64, 64)
+    assert job.pixels.shape == (2, 3, 64, 64)
     assert job.max_new_tokens.tolist() == [20, 20]
     assert job.num_beams.tolist() == [1, 1]
     assert job.ignore_eos.tolist() == [False, False]
@@ -69,7 +69,7 @@ def test_a_bad_image_gets_its_own_error_and_the_good_ones_go_on_with_their_param
     job = parse_request(images(text_line("a"), NOT_AN_IMAGE, text_line("c")), np.array([3, 4, 5]), None, CONFIG)
     assert job.errors[0] is None and job.errors[2] is None
     assert job.errors[1].startswith("image 1: not a decodable image")
-    assert job.good_rows == [0, 2] and len(job.pixel_values) == 2 and job.max_new_tokens.tolist() == [3, 5]
+    assert job.good_rows == [0, 2] and len(job.pixels) == 2 and job.max_new_tokens.tolist() == [3, 5]
 
 
 def test_a_request_whose_images_are_all_bad_fails_naming_them():
@@ -119,7 +119,7 @@ def test_base64_images_are_decoded_and_bad_base64_is_that_image_s_error():
     sent = images(base64.b64encode(text_line("a")), b"%%% not base64 %%%")
     job = parse_request(sent, None, None, CONFIG, parameters=parameters)
     plain = parse_request(images(text_line("a")), None, None, CONFIG)
-    assert np.array_equal(job.pixel_values, plain.pixel_values)
+    assert np.array_equal(job.pixels, plain.pixels)
     assert job.errors[1].startswith("image 1: not valid base64 (image_encoding=base64)")
     with pytest.raises(InvalidRequestError, match="image_encoding='hex': use one of binary, base64"):
         request_parameters('{"image_encoding": "hex"}')

@@ -15,7 +15,12 @@ from trocr_build.targets import native_models
 from trocr_serving import graph_names as names
 from trocr_serving.launcher import ServerError, ServerInstall, check_repository, model_configs_of
 
-ORT_TYPES = {"tensor(float)": pb.TYPE_FP32, "tensor(float16)": pb.TYPE_FP16, "tensor(int64)": pb.TYPE_INT64}
+ORT_TYPES = {
+    "tensor(float)": pb.TYPE_FP32,
+    "tensor(float16)": pb.TYPE_FP16,
+    "tensor(int64)": pb.TYPE_INT64,
+    "tensor(uint8)": pb.TYPE_UINT8,
+}
 
 
 @pytest.fixture(scope="module")

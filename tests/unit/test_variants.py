@@ -19,9 +19,9 @@ from trocr_loadtest.variant_table import encoder_speeds
 from trocr_serving import graph_names as names
 from trocr_serving.greedy import LocalGraphs, greedy_decode
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.preprocessing import decode_image, preprocess
+from trocr_serving.preprocessing import decode_image, pixels_of
 
-FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+FLOAT, FLOAT16, UINT8 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.UINT8
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_the_fp16_build_is_checked_against_fp32_on_the_samples(built_fp16):
 
 def test_fp16_graphs_keep_float32_where_the_serving_code_reads_them(built_fp16):
     encoder = io_types(built_fp16.repository / "encoder" / "1" / names.ENCODER_ONNX)
-    assert encoder == {names.PIXEL_VALUES: FLOAT, names.CROSS_KEY_VALUES: FLOAT}  # the Triton config's types
+    assert encoder == {names.PIXELS: UINT8, names.CROSS_KEY_VALUES: FLOAT}  # the Triton config's types
     folder = built_fp16.repository / "scheduler" / "1"
     decoder = io_types(folder / names.DECODER_ONNX)
     assert decoder[names.TOP_LOG_PROBS] == decoder[names.LOG_PROBS] == FLOAT
@@ -76,10 +76,10 @@ def test_a_variant_past_its_bounds_fails_the_build(built_tiny, tmp_path):
     encoder.write_bytes((folder / "encoder" / "1" / names.ENCODER_ONNX).read_bytes())
     decoder.write_bytes((folder / "scheduler" / "1" / names.DECODER_ONNX).read_bytes())
     config = PipelineConfig.load(folder / "trocr" / "1")
-    pixel_values = preprocess([decode_image(image) for image in images(2)], config.image)
+    pixels = pixels_of([decode_image(image) for image in images(2)], config.image)
     strict = dataclasses.replace(PRECISIONS["fp16"], max_log_prob_error=1e-6)
     with pytest.raises(VariantValidationError, match="the fp16 graphs do not agree with fp32"):
-        convert_and_validate(strict, encoder, decoder, config, pixel_values, "cuda")
+        convert_and_validate(strict, encoder, decoder, config, pixels, "cuda")
 
 
 def test_fp16_is_refused_for_the_cpu_with_the_reason():
@@ -105,12 +105,12 @@ def test_int8_graphs_are_fused_then_quantized_with_float32_interfaces(built_tiny
     # match the attention of the encoder as exported (PyTorch's SDPA)
     assert {"SkipLayerNormalization", "BiasGelu", "DynamicQuantizeLinear", "MatMulInteger"} <= op_types(encoder)
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= op_types(decoder)
-    assert io_types(encoder) == {names.PIXEL_VALUES: FLOAT, names.CROSS_KEY_VALUES: FLOAT}
+    assert io_types(encoder) == {names.PIXELS: UINT8, names.CROSS_KEY_VALUES: FLOAT}
     assert FLOAT16 not in io_types(decoder).values()
     config = PipelineConfig.load(built_tiny.repository / "trocr" / "1")
-    pixel_values = preprocess([decode_image(image) for image in images(2)], config.image)
+    pixels = pixels_of([decode_image(image) for image in images(2)], config.image)
     graphs = LocalGraphs(encoder, decoder)  # ONNX Runtime runs them
-    assert len(greedy_decode(graphs.cross_key_values(pixel_values), np.full(2, 4), config, graphs.step)) == 2
+    assert len(greedy_decode(graphs.cross_key_values(pixels), np.full(2, 4), config, graphs.step)) == 2
 
 
 def test_int8_of_random_weights_fails_its_check_against_fp32(built_tiny, tmp_path):
@@ -118,9 +118,9 @@ def test_int8_of_random_weights_fails_its_check_against_fp32(built_tiny, tmp_pat
     check is what keeps such a variant from being served."""
     encoder, decoder = graph_copies(built_tiny, tmp_path)
     config = PipelineConfig.load(built_tiny.repository / "trocr" / "1")
-    pixel_values = preprocess([decode_image(image) for image in images(4)], config.image)
+    pixels = pixels_of([decode_image(image) for image in images(4)], config.image)
     with pytest.raises(VariantValidationError, match="the int8 graphs do not agree with fp32"):
-        convert_and_validate(PRECISIONS["int8"], encoder, decoder, config, pixel_values, "cpu")
+        convert_and_validate(PRECISIONS["int8"], encoder, decoder, config, pixels, "cpu")
 
 
 def test_int8_of_the_trained_model_passes_its_check(built_synthetic, tmp_path):
@@ -128,8 +128,8 @@ def test_int8_of_the_trained_model_passes_its_check(built_synthetic, tmp_path):
     log-prob error 2.3, agreement 81%): without VNNI, int16 sums of uint8 x int8 products saturate."""
     encoder, decoder = graph_copies(built_synthetic, tmp_path)
     config = PipelineConfig.load(built_synthetic.repository / "trocr" / "1")
-    pixel_values = preprocess([decode_image(image) for image in images(6)], config.image)
-    report = convert_and_validate(PRECISIONS["int8"], encoder, decoder, config, pixel_values, "cpu")
+    pixels = pixels_of([decode_image(image) for image in images(6)], config.image)
+    report = convert_and_validate(PRECISIONS["int8"], encoder, decoder, config, pixels, "cpu")
     assert report["images"] == 6 and report["token_agreement"] >= 0.9 and report["max_log_prob_error"] <= 1.5
 
 

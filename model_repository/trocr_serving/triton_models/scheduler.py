@@ -1,6 +1,6 @@
 """Triton model `scheduler`: continuous batching of decoder steps across all requests (decoupled, async).
 
-One instance holds every in-flight sequence. A request (preprocessed pixel values and per-image decoding
+One instance holds every in-flight sequence. A request (resized images as uint8 and per-image decoding
 parameters, sent by the `trocr` front instances over BLS) is encoded by `encoder` (Triton batches those
 calls), then its images join the running batch at the next step; each request is answered as soon as its
 own images finish. The decoder runs in this process on its own graph, so the caches never leave it. This
@@ -114,17 +114,17 @@ class TritonPythonModel:
             response = status_response(Refusal(f"scheduler failed: {exc}"))
         sender.send(response, flags=FINAL)
 
-    async def _encode_batch(self, pixel_values):
+    async def _encode_batch(self, pixels):
         """One or more `encoder` calls (a request may carry more images than its max batch size)."""
         size = self.options.encoder_max_batch_size
         requests = [
             pb_utils.InferenceRequest(
                 model_name="encoder",
-                inputs=[pb_utils.Tensor(names.PIXEL_VALUES, np.ascontiguousarray(pixel_values[i : i + size]))],
+                inputs=[pb_utils.Tensor(names.PIXELS, np.ascontiguousarray(pixels[i : i + size]))],
                 requested_output_names=[names.CROSS_KEY_VALUES],
                 **self.encoder_memory,
             )
-            for i in range(0, len(pixel_values), size)
+            for i in range(0, len(pixels), size)
         ]
         chunks = []
 

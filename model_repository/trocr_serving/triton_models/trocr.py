@@ -101,7 +101,7 @@ class TritonPythonModel:
             _input(request, protocol.INPUT_IGNORE_EOS),
             request_parameters(_raw_parameters(request)),
         )
-        inputs = sp.request_arrays(job.pixel_values, job.max_new_tokens, job.num_beams, job.ignore_eos)
+        inputs = sp.request_arrays(job.pixels, job.max_new_tokens, job.num_beams, job.ignore_eos)
         # The deadline (the KServe `timeout`, else the server's default) bounded the request's wait in Triton's
         # queue; from here it bounds its work, so that work for a client that left ends.
         timeout_us = request.timeout() or self.default_timeout_us
