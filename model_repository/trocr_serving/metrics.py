@@ -86,6 +86,8 @@ class FrontMetrics:
             REQUEST_DURATION_BUCKETS_S,
             self.labels,
         )
+        # Triton's nv_inference_count counts requests of the (unbatched) public model, not images.
+        self.images = counter("images_total", "Images in requests the public model answered", self.labels)
         self.bad_images = counter(
             "images_failed_total",
             "Images answered with their own error (error_code) in requests whose other images were transcribed",

@@ -120,6 +120,7 @@ class TritonPythonModel:
             for row in all_ids
         ]
         codes = [protocol.ERROR_CODE_OK if e is None else protocol.ERROR_CODE_INVALID_ARGUMENT for e in job.errors]
+        self.metrics.images.increment(rows)
         self.metrics.bad_images.increment(rows - len(good))
         return pb_utils.InferenceResponse(
             output_tensors=[
