@@ -23,7 +23,7 @@ from trocr_build.export import (
     write_row_copy,
 )
 from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
-from trocr_build.targets import DECODER_MODEL, TARGETS, decoder_home, native_models
+from trocr_build.targets import DECODER_MODEL, ENCODER_MODEL, TARGETS, decoder_home, encoder_home, native_models
 from trocr_build.trained_models import resolve_model, weights_digest
 from trocr_build.variants import PRECISIONS, convert_and_validate
 from trocr_client import protocol
@@ -46,10 +46,10 @@ from trocr_serving.preprocessing import decode_image, pixels_of
 
 LOGGER = logging.getLogger(__name__)
 
-MODEL_NAMES = ("encoder", sp.MODEL_NAME, protocol.MODEL_NAME)
-PYTHON_MODELS = {"pip": MODEL_NAMES, "triton-container": (sp.MODEL_NAME, protocol.MODEL_NAME)}
+# The Python models, the same for both targets; the container target adds native `encoder` and `decoder`.
+PYTHON_MODELS = (sp.MODEL_NAME, protocol.MODEL_NAME)
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 11
+REPOSITORY_FORMAT = 12
 
 
 @dataclass(frozen=True)
@@ -173,19 +173,8 @@ def model_configs(
     tell which weights a server serves. The container target's encoder and decoder are read from their graphs
     (the paths are needed for that target only)."""
     height, width = dims.image_size
-    layers, heads, head_dim = dims.num_layers, dims.num_heads, dims.head_dim
-    cross = (layers, 2, heads, dims.encoder_seq_len, head_dim)
-    threads = {"intra_op_threads": str(options.intra_op_threads)}
     # The Python models are not batched by Triton (model_config: an empty batch crashes Triton 2.51): their
     # tensors carry the batch dimension (-1), and each model bounds its rows itself.
-    encoder = ModelConfig(
-        name="encoder",
-        max_batch_size=0,
-        inputs=(Tensor(names.PIXELS, "UINT8", (-1, 3, height, width)),),
-        outputs=(Tensor(names.CROSS_KEY_VALUES, "FP32", (-1, *cross)),),
-        parameters={"onnx_file": names.ENCODER_ONNX, "max_rows": str(options.encoder_max_batch_size), **threads},
-        **options.placement(),
-    )
     scheduler = ModelConfig(
         name=sp.MODEL_NAME,
         max_batch_size=0,
@@ -202,12 +191,12 @@ def model_configs(
         ),
         decoupled=True,
         **options.placement(),
-        # The engine's options carry the serving options' names; the scheduler runs the decoder graph itself.
+        # The engine's options carry the serving options' names; the scheduler runs both graphs itself.
         parameters=EngineOptions(
+            encoder_onnx=f"{encoder_home(options.target)}/1/{names.ENCODER_ONNX}",
             decoder_onnx=f"{decoder_home(options.target)}/1/{names.DECODER_ONNX}",
-            **{f.name: getattr(options, f.name) for f in dataclasses.fields(EngineOptions) if f.name != "decoder_onnx"},
-        ).to_parameters()
-        | {sp.ENCODER_BACKEND: "python" if options.target == "pip" else "onnxruntime"},
+            **{f.name: getattr(options, f.name) for f in dataclasses.fields(EngineOptions) if hasattr(options, f.name)},
+        ).to_parameters(),
     )
     # Callers send [images, 1] (the KServe shape of a batched model); the model sees one value per image.
     row, rows = (-1, 1), (-1,)
@@ -240,7 +229,7 @@ def model_configs(
         parameters={"default_timeout_us": str(default_timeout_us), "model": model, "precision": options.precision},
     )
     if options.target == "pip":
-        return [encoder, scheduler, trocr]
+        return [scheduler, trocr]
     if encoder_path is None or decoder_path is None:
         raise ValueError("the triton-container target reads its native models' tensors from the graphs: pass them")
     tensorrt_precision = ("FP16" if options.precision == "fp16" else "FP32") if options.tensorrt else None
@@ -255,13 +244,13 @@ def model_configs(
     return [*natives, scheduler, trocr]
 
 
-def _write_model_folders(output: Path, target: str) -> None:
+def _write_model_folders(output: Path) -> None:
     """Each model's folder, made anew (a model of the other target cannot linger), with its model.py from the
     installed package for the Python models, compiled (the server then writes no bytecode into the repository
     at serve time). The repository holds models only."""
-    for model_name in (*MODEL_NAMES, DECODER_MODEL):
+    for model_name in (*PYTHON_MODELS, ENCODER_MODEL, DECODER_MODEL):
         shutil.rmtree(output / model_name, ignore_errors=True)
-    for model_name in PYTHON_MODELS[target]:
+    for model_name in PYTHON_MODELS:
         version = output / model_name / "1"
         version.mkdir(parents=True)
         shutil.copy2(paths.MODEL_FILES_DIR / f"{model_name}.py", version / "model.py")
@@ -281,8 +270,8 @@ def build_repository(
     hf_model, processor, source = load_model(model, cache_dir)
     dims = Dimensions.of(hf_model)
     output.mkdir(parents=True, exist_ok=True)
-    _write_model_folders(output, options.target)
-    encoder_path = output / "encoder" / "1" / names.ENCODER_ONNX
+    _write_model_folders(output)
+    encoder_path = output / encoder_home(options.target) / "1" / names.ENCODER_ONNX
     decoder_path = output / decoder_home(options.target) / "1" / names.DECODER_ONNX
     for graph_path in (encoder_path, decoder_path):
         graph_path.parent.mkdir(parents=True, exist_ok=True)

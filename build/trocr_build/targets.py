@@ -21,6 +21,7 @@ from trocr_serving import graph_names as names
 
 TARGETS = ("pip", "triton-container")
 DECODER_MODEL = "decoder"  # the native decoder step model of the container target
+ENCODER_MODEL = "encoder"  # the native encoder model of the container target
 # The encoder's batches on a GPU (the scheduler's feeder already sends what accumulated; Triton's batcher
 # merges calls from elsewhere), and TensorRT's workspace.
 PREFERRED_ENCODER_BATCHES = (4, 8, 16)
@@ -40,6 +41,12 @@ ORT_TYPES = {
 def decoder_home(target: str) -> str:
     """The model folder that holds decoder.onnx (and row_copy.onnx beside it)."""
     return DECODER_MODEL if target == "triton-container" else "scheduler"
+
+
+def encoder_home(target: str) -> str:
+    """The model folder that holds encoder.onnx: the native `encoder` model's of the container target, which the
+    scheduler's engine opens too (one file), else the scheduler's own (the pip target has no encoder model)."""
+    return ENCODER_MODEL if target == "triton-container" else "scheduler"
 
 
 def graph_tensors(values: list, batched: bool) -> tuple[Tensor, ...]:
@@ -88,7 +95,7 @@ def native_models(
     encoder, decoder = _session(encoder_path), _session(decoder_path)
     return [
         ModelConfig(
-            name="encoder",
+            name=ENCODER_MODEL,
             max_batch_size=encoder_max_batch_size,
             inputs=graph_tensors(encoder.get_inputs(), batched=True),
             outputs=graph_tensors(encoder.get_outputs(), batched=True),

@@ -191,26 +191,28 @@ def gpu_name() -> str:
     return "unknown GPU"
 
 
+def best_generate(rows: list[Row]) -> Row | None:
+    """transformers generate() at its best batch of this run: the peer a user would pick."""
+    return max((r for r in rows if r.system.startswith("transformers")), key=lambda r: r.images_per_s, default=None)
+
+
 def render(rows: list[Row]) -> str:
-    reference = next(
-        (r.images_per_s for r in rows if r.system.startswith("transformers") and r.setting == "batch 1"), float("nan")
-    )
+    best = best_generate(rows)
+    peer = f"vs generate() {best.setting}" if best else "vs generate()"
     lines = [
-        "| system | setting | images/s | p50 latency (s) | p95 latency (s) | vs transformers b1 |",
+        f"| system | setting | images/s | p50 latency (s) | p95 latency (s) | {peer} |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        lines.append(
-            f"| {r.system} | {r.setting} | {r.images_per_s:.2f} | {r.p50_s:.3f} | {r.p95_s:.3f} "
-            f"| {r.images_per_s / reference:.2f}x |"
-        )
+        ratio = f"{r.images_per_s / best.images_per_s:.2f}x" if best else "-"
+        lines.append(f"| {r.system} | {r.setting} | {r.images_per_s:.2f} | {r.p50_s:.3f} | {r.p95_s:.3f} | {ratio} |")
     return "\n".join(lines)
 
 
 def goals(rows: list[Row], ceiling_batch: int) -> list[str]:
-    """The continuous-batching goals (issue 3), each as measured, met or not. Printed, never asserted."""
+    """The serving goals, each as measured, met or not. Printed, never asserted."""
     by = {(r.system.split(" ")[0], r.setting): r for r in rows}
-    hf = by.get(("transformers", "batch 1"))
+    best = best_generate(rows)
     loop = next((r for r in rows if r.system.startswith("ONNX Runtime greedy loop")), None)
     ceiling = next((r for r in rows if r.system.startswith("in-process ceiling")), None)
     c16 = by.get(("trocr-triton", f"concurrency {ceiling_batch}"))
@@ -223,14 +225,13 @@ def goals(rows: list[Row], ceiling_batch: int) -> list[str]:
     if c16:
         batch = c16.server["decoder_mean_batch"]
         line(f"mean decoder batch at concurrency {ceiling_batch}", f"{batch:.1f}", ">= 8", batch >= 8)
-        if hf:
-            ratio = c16.images_per_s / hf.images_per_s
-            line(
-                f"throughput at concurrency {ceiling_batch} / transformers b1", f"{ratio:.2f}x", ">= 1.7x", ratio >= 1.7
-            )
+        if best:
+            ratio = c16.images_per_s / best.images_per_s
+            name = f"throughput at concurrency {ceiling_batch} / generate() at its best batch ({best.setting})"
+            line(name, f"{ratio:.2f}x", ">= 1.5x", ratio >= 1.5)
         if ceiling:
             share = c16.images_per_s / ceiling.images_per_s
-            line("throughput / in-process ceiling", f"{share:.0%}", ">= 85%", share >= 0.85)
+            line("throughput / in-process ceiling", f"{share:.0%}", ">= 95%", share >= 0.95)
     if c1 and loop:
         overhead = c1.p50_s / loop.p50_s - 1
         line("median latency at concurrency 1 vs in-process loop", f"{overhead:+.0%}", "<= +15%", overhead <= 0.15)

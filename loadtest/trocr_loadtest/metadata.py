@@ -19,8 +19,8 @@ from google.protobuf.json_format import MessageToDict
 from trocr_client import protocol
 from trocr_serving.pipeline_config import BUILD_INFO_FILE
 
-# The models of the public path; the scheduler's and encoder's configs hold the serving bounds.
-MODELS = (protocol.MODEL_NAME, "scheduler", "encoder")
+# The models of the public path; the scheduler's config holds the serving bounds.
+MODELS = (protocol.MODEL_NAME, "scheduler")
 SOURCE_DIR = Path(__file__).resolve().parents[2]
 
 

@@ -22,6 +22,7 @@ from trocr_loadtest.evaluate import EvalOptions, evaluate
 from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.stats import summarize
 from trocr_serving import graph_names as names
+from trocr_serving.greedy import graph_paths
 from trocr_serving.launcher import TritonServer
 
 LOGGER = logging.getLogger(__name__)
@@ -112,8 +113,8 @@ def encoder_speeds(repository: Path, precisions: list[str], batches: list[int], 
             encoder = Path(folder) / precision / names.ENCODER_ONNX
             decoder = encoder.with_name(names.DECODER_ONNX)
             encoder.parent.mkdir()
-            shutil.copyfile(repository / "encoder" / "1" / names.ENCODER_ONNX, encoder)
-            shutil.copyfile(repository / "scheduler" / "1" / names.DECODER_ONNX, decoder)
+            for source, target in zip(graph_paths(repository), (encoder, decoder)):
+                shutil.copyfile(source, target)
             if PRECISIONS[precision].convert is not None:
                 PRECISIONS[precision].convert(encoder, decoder)
             sessions[precision] = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])

@@ -32,6 +32,7 @@ class NullMetrics:
     """What DecodeLoop reports; the Triton model passes an object with the same methods."""
 
     def step(self, rows: int) -> None: ...
+    def encoded(self, images: int) -> None: ...
     def admitted(self, wait_s: float) -> None: ...
     def tokens(self, count: int) -> None: ...
     def occupancy(self, active_rows: int, queued_rows: int) -> None: ...
@@ -60,6 +61,10 @@ class DecodeLoop:
         self._task: asyncio.Task | None = None
         self._tickets: set[Ticket] = set()
         self._last_cancel_check = 0.0
+
+    async def in_worker(self, work: Callable, *args):
+        """`work(*args)` in the worker thread that runs the decoder steps: one graph at a time on the device."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     def close(self) -> None:
         """Stop the stepping task and the decoder thread (at model unload)."""

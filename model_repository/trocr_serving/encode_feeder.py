@@ -4,8 +4,8 @@ At low load a request is encoded at once (no batching delay); under load the ima
 a call go together in the next one, so they also join the decoder batch together. On a CPU the encoder
 costs the same per image at any batch size and dominates the cost of an image, so this matters for the
 decoder: arrivals trickling in one by one would each decode nearly alone, while a burst shares every
-decoder step (measured with `trocr-bench`; see the README). Triton's dynamic batcher in front of
-`encoder` still merges calls from elsewhere.
+decoder step (measured with `trocr-bench`; see the README). The engine runs the encoder itself: this is the
+only batching of encoder work.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ class EncodeFeeder:
         self.max_batch = max_batch
         self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
         self._running = False
-        self.batch_sizes: list[int] = []  # of the calls made, for tests and metrics
 
     async def encode(self, pixels: np.ndarray) -> np.ndarray:
         """Cross-attention keys/values for these images, encoded together with whatever else waits."""
@@ -49,7 +48,6 @@ class EncodeFeeder:
 
     async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
         pixels = np.concatenate([images for images, _ in batch])
-        self.batch_sizes.append(len(pixels))
         try:
             outputs = await self.encode_batch(pixels)
         except Exception as exc:

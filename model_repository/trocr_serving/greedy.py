@@ -91,8 +91,9 @@ def teacher_forced_log_probs(
 
 
 def graph_paths(repository: Path) -> tuple[Path, Path]:
-    """encoder.onnx and decoder.onnx of a built repository."""
-    return repository / "encoder" / "1" / names.ENCODER_ONNX, repository / "scheduler" / "1" / names.DECODER_ONNX
+    """encoder.onnx and decoder.onnx of a repository built for the pip target (both in the scheduler's folder)."""
+    folder = repository / "scheduler" / "1"
+    return folder / names.ENCODER_ONNX, folder / names.DECODER_ONNX
 
 
 class LocalGraphs:

@@ -107,7 +107,7 @@ class FrontMetrics:
 
 
 class BatchSizeMetric:
-    """Images per ONNX Runtime call of a model (the encoder's dynamic batching at work)."""
+    """Images per ONNX Runtime call of a graph (the engine's encoder batching at work)."""
 
     def __init__(self, model: str):
         self.metric = histogram("onnx_batch_size", "Rows per ONNX Runtime call", BATCH_SIZE_BUCKETS, {"model": model})

@@ -14,9 +14,6 @@ from trocr_serving.requests import per_row
 from trocr_serving.search import SearchParams, SearchResult
 
 MODEL_NAME = "scheduler"
-# Parameter of the scheduler's config: the backend of the `encoder` it calls ("python" for the pip target,
-# "onnxruntime" for the container target, whose native encoder has no stub to watch and may answer in GPU memory).
-ENCODER_BACKEND = "encoder_backend"
 
 MAX_NEW_TOKENS = "max_new_tokens"  # INT32 [images]
 NUM_BEAMS = "num_beams"  # INT32 [images]

@@ -100,7 +100,7 @@ def test_the_async_client_and_its_stream_give_what_the_sync_client_gives(tiny):
 def test_connect_checks_the_model_s_contract(tiny):
     with TrOCRClient(tiny.server.grpc_url) as client:
         client.connect()
-    with TrOCRClient(tiny.server.grpc_url, model_name="encoder") as client, pytest.raises(ContractError) as caught:
+    with TrOCRClient(tiny.server.grpc_url, model_name="scheduler") as client, pytest.raises(ContractError) as caught:
         client.connect()
     assert "input image BYTES (served: absent)" in str(caught.value)
     with TrOCRClient("127.0.0.1:1", timeout_s=5) as client, pytest.raises(ServerUnavailableError, match="no server"):

@@ -89,7 +89,7 @@ def test_the_wheel_holds_the_package_data_and_is_what_the_new_environment_import
     )
     lines = installed.run(installed.python, "-c", code).stdout.splitlines()
     assert all(Path(line).is_relative_to(installed.site_packages) for line in lines[:4]), lines
-    assert lines[4:] == ["['encoder.py', 'scheduler.py', 'trocr.py']", "6 200"]
+    assert lines[4:] == ["['scheduler.py', 'trocr.py']", "6 200"]
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +101,11 @@ def demo_output(installed) -> str:
 def test_a_wheel_install_builds_a_repository_of_models_only_and_serves_it(installed, demo_output):
     assert sorted(p.name for p in installed.repository.iterdir()) == [
         "build_info.json",
-        "encoder",
         "scheduler",
         "trocr",
     ]
     code = [p.relative_to(installed.repository) for p in installed.repository.rglob("*.py")]
-    assert sorted(map(str, code)) == ["encoder/1/model.py", "scheduler/1/model.py", "trocr/1/model.py"]
+    assert sorted(map(str, code)) == ["scheduler/1/model.py", "trocr/1/model.py"]
     assert "6 images transcribed by random:tiny through Triton" in demo_output
 
 

@@ -128,7 +128,6 @@ def crash_with_a_request(served: Launcher, server_pid: int) -> None:
 FAULTS = {
     "kill -9 tritonserver": kill_server,
     "kill -9 the scheduler's stub": kill_stub("scheduler"),
-    "kill -9 the encoder's stub": kill_stub("encoder"),
     "kill -9 a front stub": kill_stub("trocr"),
     "a front stub crashes (SIGSEGV)": kill_stub("trocr", signal.SIGSEGV),
     "a request crashes tritonserver": crash_with_a_request,

@@ -10,6 +10,7 @@ from tests.reference import reference_generate
 from trocr_serving import graph_names as names
 from trocr_serving.decoder_runner import BoundDecoderRunner
 from trocr_serving.execution import CPU
+from trocr_serving.greedy import graph_paths
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import decode_image, pixels_of
@@ -27,7 +28,7 @@ class Harness:
     def __init__(self, built, max_rows: int = 16, max_queued: int = 64):
         self.built = built
         self.config = PipelineConfig.load(built.repository / "trocr" / "1")
-        self.encoder = GraphRunner(built.repository / "encoder" / "1" / names.ENCODER_ONNX)
+        self.encoder = GraphRunner(graph_paths(built.repository)[0])
         max_cache_len = self.config.max_new_tokens_limit + 1
         self.scheduler = RowScheduler(
             max_rows=max_rows,

@@ -112,7 +112,10 @@ def test_queue_bound_counts_requests_still_encoding():
 def test_encoder_feeder_batches_what_accumulated_during_a_call():
     from trocr_serving.encode_feeder import EncodeFeeder
 
+    batch_sizes = []
+
     async def encode_batch(pixel_values):
+        batch_sizes.append(len(pixel_values))
         await asyncio.sleep(0.02)
         return pixel_values * 10
 
@@ -124,8 +127,8 @@ def test_encoder_feeder_batches_what_accumulated_during_a_call():
         results = await asyncio.gather(first, *rest)
         return feeder, results
 
-    feeder, results = asyncio.run(scenario())
-    assert feeder.batch_sizes == [1, 3, 3]  # 2+1 waited together; 3 more would exceed max_batch 4
+    _, results = asyncio.run(scenario())
+    assert batch_sizes == [1, 3, 3]  # 2+1 waited together; 3 more would exceed max_batch 4
     assert [r.tolist() for r in results] == [[[10.0, 10.0]], [[20.0, 20.0]] * 2, [[10.0, 10.0]], [[30.0, 30.0]] * 3]
 
 

@@ -109,16 +109,16 @@ def test_repository_configs_match_the_graph_dimensions():
         vocab_size=64044,
         max_positions=512,
     )
-    encoder, scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
-    assert list(encoder.input[0].dims) == [-1, 3, 384, 384]
-    assert [list(t.dims) for t in encoder.output] == [[-1, 6, 2, 8, 578, 32]]  # cross_key_values only
-    assert encoder.parameters["max_rows"].string_value == str(ServingOptions().encoder_max_batch_size)
-    # no `decoder` model: the scheduler runs its graph itself, and nothing outside may drive it
+    scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
+    # no `encoder` nor `decoder` model: the scheduler's engine runs both graphs itself
+    assert scheduler.parameters["encoder_onnx"].string_value == "scheduler/1/encoder.onnx"
     assert scheduler.parameters["decoder_onnx"].string_value == "scheduler/1/decoder.onnx"
+    assert scheduler.parameters["encoder_max_batch_size"].string_value == str(ServingOptions().encoder_max_batch_size)
+    assert scheduler.input[0].data_type == pb.TYPE_UINT8
     assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
     # Callers send [images, 1]; the model sees [images]; Triton batches none of them (an empty batch crashes 2.51).
     assert [(list(t.dims), list(t.reshape.shape)) for t in trocr.input] == [([-1, 1], [-1])] * 4
-    assert (encoder.max_batch_size, scheduler.max_batch_size, trocr.max_batch_size) == (0, 0, 0)
+    assert (scheduler.max_batch_size, trocr.max_batch_size) == (0, 0)
     assert scheduler.model_transaction_policy.decoupled and list(scheduler.input[0].dims) == [-1, 3, 384, 384]
     assert [t.name for t in trocr.output] == ["text", "score", "token_ids", "error_code", "error"]
     assert trocr.parameters["model"].string_value == "random:tiny"  # which weights a server serves
@@ -150,7 +150,7 @@ def test_public_model_is_behind_a_bounded_queue_sized_by_the_options():
 
 
 def test_engine_options_are_written_and_parsed_by_one_dataclass():
-    options = EngineOptions("scheduler/1/decoder.onnx", 16, 64, 64, 16, 8192, 2**31, 0)
+    options = EngineOptions("scheduler/1/encoder.onnx", "scheduler/1/decoder.onnx", 16, 64, 64, 16, 8192, 2**31, 0)
     assert EngineOptions.from_parameters(options.to_parameters()) == options
     with pytest.raises(ValueError, match="'max_request_rows' is missing"):
         EngineOptions.from_parameters({k: v for k, v in options.to_parameters().items() if k != "max_request_rows"})

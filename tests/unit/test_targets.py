@@ -58,39 +58,40 @@ def test_container_target_has_native_encoder_and_decoder(container):
         assert configs[name].backend == "python" and (container / name / "1" / "model.py").is_file()
 
 
-def test_native_configs_agree_with_the_pip_targets_and_the_graph_names(container, built_tiny):
-    """The pip target writes the encoder's tensors from the model's dimensions, independently of the graph."""
+def test_native_configs_agree_with_the_model_and_the_graph_names(container, built_tiny):
+    """The scheduler's pixels (declared from the model's dimensions) are what the native encoder takes."""
     native = model_configs_of(container)
-    pip_encoder = model_configs_of(built_tiny.repository)["encoder"]
-    # The native encoder is batched by Triton; the pip one (a Python model) is not and declares the batch (-1).
-    assert native["encoder"].max_batch_size > 0 and pip_encoder.max_batch_size == 0
-
-    def per_row(config, batched: bool) -> list[tuple]:
-        return [(t.name, t.data_type, list(t.dims) if batched else list(t.dims)[1:]) for t in config]
-
-    for kind in ("input", "output"):
-        pip_tensors = getattr(pip_encoder, kind)
-        assert all(t.dims[0] == -1 for t in pip_tensors)
-        assert per_row(getattr(native["encoder"], kind), True) == per_row(pip_tensors, False)
-    layers = Dimensions.of(built_tiny.model).num_layers
+    dims = Dimensions.of(built_tiny.model)
+    scheduler_pixels = model_configs_of(built_tiny.repository)["scheduler"].input[0]
+    ((encoder_pixels,), (cross,)) = native["encoder"].input, native["encoder"].output
+    assert (encoder_pixels.name, encoder_pixels.data_type) == (scheduler_pixels.name, scheduler_pixels.data_type)
+    assert list(encoder_pixels.dims) == list(scheduler_pixels.dims)[1:] == [3, *dims.image_size]
+    assert cross.name == names.CROSS_KEY_VALUES
+    assert list(cross.dims) == [dims.num_layers, 2, dims.num_heads, dims.encoder_seq_len, dims.head_dim]
+    layers = dims.num_layers
     decoder = native["decoder"]
     assert [t.name for t in decoder.input] == [*names.DECODER_STEP_INPUTS, *names.cross_inputs(layers), names.TOP_K]
     assert [t.name for t in decoder.output] == list(names.DECODER_OUTPUTS)
 
 
-def test_container_scheduler_runs_the_decoder_models_graph(container):
-    decoder_onnx = model_configs_of(container)["scheduler"].parameters["decoder_onnx"].string_value
-    assert decoder_onnx == "decoder/1/decoder.onnx"  # one file for both: no copy
-    # a native encoder has no stub to watch, and its outputs are asked for in CPU memory
-    assert model_configs_of(container)["scheduler"].parameters["encoder_backend"].string_value == "onnxruntime"
-    assert (container / decoder_onnx).is_file() and (container / "decoder" / "1" / "row_copy.onnx").is_file()
-    assert not (container / "scheduler" / "1" / "decoder.onnx").exists()
+def test_container_scheduler_runs_the_native_models_graphs(container):
+    """The engine opens both graphs itself (nothing of an image crosses between models); the native models
+    serve callers that run their own loop, from the same files (no copy)."""
+    parameters = model_configs_of(container)["scheduler"].parameters
+    assert parameters["decoder_onnx"].string_value == "decoder/1/decoder.onnx"
+    assert parameters["encoder_onnx"].string_value == "encoder/1/encoder.onnx"
+    assert (container / "decoder" / "1" / "decoder.onnx").is_file()
+    assert (container / "decoder" / "1" / "row_copy.onnx").is_file() and (container / "encoder" / "1").is_dir()
+    assert not list((container / "scheduler" / "1").glob("*.onnx"))
 
 
-def test_pip_target_is_python_models_only(built_tiny):
+def test_pip_target_is_python_models_only_with_both_graphs_in_the_engine(built_tiny):
     configs = model_configs_of(built_tiny.repository)
-    assert sorted(configs) == ["encoder", "scheduler", "trocr"]
-    assert configs["scheduler"].parameters["encoder_backend"].string_value == "python"
+    assert sorted(configs) == ["scheduler", "trocr"]  # no model passes cross-attention keys/values to another
+    parameters = configs["scheduler"].parameters
+    assert parameters["encoder_onnx"].string_value == "scheduler/1/encoder.onnx"
+    assert parameters["decoder_onnx"].string_value == "scheduler/1/decoder.onnx"
+    assert configs["scheduler"].input[0].data_type == pb.TYPE_UINT8  # the scheduler's pixel input
     for name, config in configs.items():
         assert (config.backend, config.platform) == ("python", "")
         assert (built_tiny.repository / name / "1" / "model.py").is_file()
@@ -100,8 +101,8 @@ def test_a_rebuild_for_the_other_target_leaves_nothing_of_the_first(container, t
     repository = tmp_path / "repository"
     build_repository("random:tiny", repository, options=ServingOptions(target="triton-container"))
     build_repository("random:tiny", repository, options=ServingOptions(target="pip"))
-    assert sorted(model_configs_of(repository)) == ["encoder", "scheduler", "trocr"]
-    assert not (repository / "decoder").exists() and (repository / "encoder" / "1" / "model.py").is_file()
+    assert sorted(model_configs_of(repository)) == ["scheduler", "trocr"]
+    assert not (repository / "decoder").exists() and not (repository / "encoder").exists()
 
 
 def test_tensorrt_settings_on_a_gpu(container):

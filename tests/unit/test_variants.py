@@ -17,7 +17,7 @@ from trocr_build.repository import ServingOptions, build_repository
 from trocr_build.variants import PRECISIONS, VariantValidationError, convert_and_validate
 from trocr_loadtest.variant_table import encoder_speeds
 from trocr_serving import graph_names as names
-from trocr_serving.greedy import LocalGraphs, greedy_decode
+from trocr_serving.greedy import LocalGraphs, graph_paths, greedy_decode
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import decode_image, pixels_of
 
@@ -47,7 +47,7 @@ def test_the_fp16_build_is_checked_against_fp32_on_the_samples(built_fp16):
 
 
 def test_fp16_graphs_keep_float32_where_the_serving_code_reads_them(built_fp16):
-    encoder = io_types(built_fp16.repository / "encoder" / "1" / names.ENCODER_ONNX)
+    encoder = io_types(graph_paths(built_fp16.repository)[0])
     assert encoder == {names.PIXELS: UINT8, names.CROSS_KEY_VALUES: FLOAT}  # the Triton config's types
     folder = built_fp16.repository / "scheduler" / "1"
     decoder = io_types(folder / names.DECODER_ONNX)
@@ -73,7 +73,7 @@ def test_the_fp16_graphs_decode_in_the_runner_like_generate(built_fp16):
 def test_a_variant_past_its_bounds_fails_the_build(built_tiny, tmp_path):
     folder = built_tiny.repository
     encoder, decoder = tmp_path / names.ENCODER_ONNX, tmp_path / names.DECODER_ONNX
-    encoder.write_bytes((folder / "encoder" / "1" / names.ENCODER_ONNX).read_bytes())
+    encoder.write_bytes(graph_paths(folder)[0].read_bytes())
     decoder.write_bytes((folder / "scheduler" / "1" / names.DECODER_ONNX).read_bytes())
     config = PipelineConfig.load(folder / "trocr" / "1")
     pixels = pixels_of([decode_image(image) for image in images(2)], config.image)
@@ -89,7 +89,7 @@ def test_fp16_is_refused_for_the_cpu_with_the_reason():
 
 def graph_copies(built: Built, folder) -> tuple:
     encoder, decoder = folder / names.ENCODER_ONNX, folder / names.DECODER_ONNX
-    encoder.write_bytes((built.repository / "encoder" / "1" / names.ENCODER_ONNX).read_bytes())
+    encoder.write_bytes(graph_paths(built.repository)[0].read_bytes())
     decoder.write_bytes((built.repository / "scheduler" / "1" / names.DECODER_ONNX).read_bytes())
     return encoder, decoder
 
