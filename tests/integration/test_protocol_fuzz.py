@@ -118,7 +118,7 @@ def run_cases(make_case, send, check: Check, seed: int) -> int:
     while tried < MAX_CASES and time.monotonic() - started < BUDGET_S:
         for _ in range(CASES_PER_ROUND):
             case = make_case(rng)
-            send(case, f"seed {seed}, case {tried}: {describe(case)}")
+            send(case, lambda case=case, index=tried: f"seed {seed}, case {index}: {describe(case)}")  # on failure
             tried += 1
         check(f"seed {seed}, after case {tried - 1}")
     return tried
@@ -299,7 +299,7 @@ def test_generated_grpc_requests_get_clear_answers_and_leave_the_server_serving(
         try:
             check_grpc_answer(request, lambda: model_infer(url, request, timeout_s=CASE_TIMEOUT_S))
         except AssertionError as failure:
-            raise AssertionError(f"{where}: {failure}\n{fuzzed.log_tail(30)}") from None
+            raise AssertionError(f"{where()}: {failure}\n{fuzzed.log_tail(30)}") from None
 
     tried = run_cases(grpc_case, send, check, SEED)
     record_property("grpc_cases", tried)
@@ -356,9 +356,9 @@ def test_generated_stream_requests_to_the_scheduler_get_clear_answers(fuzzed, re
             check_stream_answers(stream_infer(fuzzed.grpc_url, request))
         except grpc.RpcError as error:
             if not (error.code() in GRPC_REFUSALS and error.details()):
-                raise AssertionError(f"{where}: {error.code()} {error.details()}\n{fuzzed.log_tail(30)}") from None
+                raise AssertionError(f"{where()}: {error.code()} {error.details()}\n{fuzzed.log_tail(30)}") from None
         except AssertionError as failure:
-            raise AssertionError(f"{where}: {failure}\n{fuzzed.log_tail(30)}") from None
+            raise AssertionError(f"{where()}: {failure}\n{fuzzed.log_tail(30)}") from None
 
     tried = run_cases(scheduler_case, send, check, SEED + 2)
     record_property("stream_cases", tried)
@@ -499,7 +499,7 @@ def test_generated_http_requests_get_clear_answers_and_leave_the_server_serving(
             status, answer = post(f"{fuzzed.http_url}{case.path}", case.body, case.headers, timeout_s=CASE_TIMEOUT_S)
             check_http_answer(case, status, answer)
         except (AssertionError, OSError) as failure:
-            raise AssertionError(f"{where}: {failure!r}\n{fuzzed.log_tail(30)}") from None
+            raise AssertionError(f"{where()}: {failure!r}\n{fuzzed.log_tail(30)}") from None
 
     tried = run_cases(http_case, send, check, SEED + 1)
     record_property("http_cases", tried)
