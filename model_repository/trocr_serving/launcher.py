@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trocr_client.protocol import MODEL_NAME
 from trocr_serving.execution import DeviceUnavailableError, Execution, require_gpus
-from trocr_serving.stubs import remove_shm_region, stub_processes
+from trocr_serving.stubs import StubProcess, remove_shm_region, stub_processes
 from trocr_serving.watchdog import StubWatchdog
 
 LOGGER = logging.getLogger(__name__)
@@ -329,6 +329,9 @@ class TritonServer:
         # stop cuts short a restart that is waiting for readiness.
         self._lifecycle = threading.Lock()
         self._stopping = threading.Event()
+        # Every shared-memory region of a stub this launcher's servers started (seen while starting and by the
+        # watchdog): a server that dies, or fails to start after loading its models, leaves them in /dev/shm.
+        self.shm_regions: set[str] = set()
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._log_handle = None
 
@@ -472,12 +475,26 @@ class TritonServer:
     def _kill(self) -> None:
         """SIGKILL the server and its stubs (its process group), and remove the stubs' shared-memory regions,
         which only a server that stops its stubs itself removes (killed servers left gigabytes in /dev/shm)."""
-        regions = {stub.shm_region for stub in stub_processes(self.process.pid)}
+        self.record_shm_regions()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        for region in regions:
-            remove_shm_region(region)
+        self.remove_dead_shm_regions()
+
+    def record_shm_regions(self) -> list[StubProcess]:
+        """The live stubs of the server now, their regions recorded for removal once they are gone."""
+        stubs = stub_processes(self.process.pid)
+        self.shm_regions.update(stub.shm_region for stub in stubs)
+        return stubs
+
+    def remove_dead_shm_regions(self) -> None:
+        """Remove the recorded regions no live stub of the current server uses (the server does not remove those
+        of stubs that were killed, nor those of a start that failed after loading the models)."""
+        live = {stub.shm_region for stub in stub_processes(self.process.pid)} if self.process else set()
+        for region in self.shm_regions - live:
+            if remove_shm_region(region):
+                LOGGER.info("removed the shared-memory region %s left by a dead stub", region)
+        self.shm_regions &= live
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -487,6 +504,7 @@ class TritonServer:
                 raise ServerError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
             if self._stopping.is_set():
                 raise ServerError("stopped while starting")
+            self.record_shm_regions()
             # Ready, and every endpoint listening: the metrics service starts after HTTP's readiness, and a caller
             # scraping at once was refused (seen in trocr-fleet right after a restart).
             if self.is_ready() and all(port_in_use(host, port) for host, port in self._addresses().values()):
@@ -570,8 +588,8 @@ class TritonServer:
         if self.watchdog is not None:
             # Only now: a server the watchdog relaunched gets its parent-death signal when that thread ends.
             self.watchdog.stop()
-        if self.watchdog is not None and self.process is not None:  # regions of stubs that died unremoved
-            self.watchdog.remove_dead_shm_regions()
+        if self.process is not None:  # regions of stubs that died unremoved
+            self.remove_dead_shm_regions()
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None

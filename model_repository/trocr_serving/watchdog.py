@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trocr_serving.stubs import StubProcess, remove_shm_region, stub_processes
+from trocr_serving.stubs import StubProcess
 
 if TYPE_CHECKING:
     from trocr_serving.launcher import TritonServer
@@ -49,7 +49,6 @@ class StubWatchdog:
         self.server = server
         self.interval_s = interval_s
         self.stubs: dict[str, StubProcess] = {}  # instance name -> its stub, as seen once the server was ready
-        self.shm_regions: set[str] = set()  # of every stub seen, for cleanup
         self.restarts: list[Restart] = []
         self.gave_up: str | None = None  # why the server stays down: every start after a death failed
         self._stop = threading.Event()
@@ -75,9 +74,7 @@ class StubWatchdog:
             self._thread = None
 
     def _take_stock(self) -> None:
-        stubs = stub_processes(self.server.process.pid)
-        self.stubs = {stub.instance_name: stub for stub in stubs}
-        self.shm_regions.update(stub.shm_region for stub in stubs)
+        self.stubs = {stub.instance_name: stub for stub in self.server.record_shm_regions()}
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -115,16 +112,8 @@ class StubWatchdog:
             LOGGER.error("tritonserver stays down: %s", self.gave_up)
             self._stop.set()
             return
-        self.remove_dead_shm_regions()
+        self.server.remove_dead_shm_regions()
         self._take_stock()
         restart = Restart(cause, time.monotonic() - started)
         LOGGER.warning("tritonserver restarted and ready in %.1f s", restart.seconds)
         self.restarts.append(restart)
-
-    def remove_dead_shm_regions(self) -> None:
-        """The regions of stubs that are gone: the server does not remove those of stubs that were killed."""
-        live = {stub.shm_region for stub in stub_processes(self.server.process.pid)}
-        for region in self.shm_regions - live:
-            if remove_shm_region(region):
-                LOGGER.info("removed the shared-memory region %s left by a dead stub", region)
-        self.shm_regions &= live

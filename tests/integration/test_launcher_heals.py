@@ -19,7 +19,7 @@ from tests.images import text_line
 from tests.raw_wire import post
 from tests.trocr_serve import Launcher, start_trocr_serve
 from trocr_client import RetryPolicy, TrOCRClient
-from trocr_serving.stubs import stub_processes
+from trocr_serving.stubs import SHM_DIR, stub_processes
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +162,9 @@ def test_trocr_serve_stops_cleanly_when_asked(launcher):
 
 def test_trocr_serve_exits_non_zero_when_restarts_fail(built_tiny, tmp_path):
     """Its ports taken while it was down: every start fails, and trocr-serve says so and exits 1 (an orchestrator
-    then replaces the pod) instead of serving nothing."""
+    then replaces the pod) instead of serving nothing, leaving no shared memory behind (a start that fails after
+    loading the models left its stubs' regions: 2 GiB in /dev/shm per run of this test, before)."""
+    regions_before = set(SHM_DIR.iterdir())
     served = start_trocr_serve(built_tiny.repository, tmp_path / "trocr-serve.log", 2)
     process, ports, log = served.process, served.ports, served.log
     try:
@@ -179,6 +181,7 @@ def test_trocr_serve_exits_non_zero_when_restarts_fail(built_tiny, tmp_path):
             squatter.listen()
             assert process.wait(HEAL_TIMEOUT_S) == 1, served.log_tail()
         assert "trocr-serve stops: tritonserver exited with code -9; the 3 starts after it failed" in log.read_text()
+        assert set(SHM_DIR.iterdir()) <= regions_before
     finally:
         if process.poll() is None:
             process.kill()
