@@ -148,8 +148,8 @@ def parse_request(
                 errors[index] = f"image {index}: {exc}"
     good = [index for index, error in enumerate(errors) if error is None]
     if not good:
-        shown = "; ".join(errors[:3]) + (f"; and {rows - 3} more" if rows > 3 else "")
-        raise InvalidRequestError(shown if rows == 1 else f"{protocol.ALL_IMAGES_BAD}: {shown}")
+        listed = "; ".join(errors[:3]) + (f"; and {rows - 3} more" if rows > 3 else "")
+        raise InvalidRequestError(listed if rows == 1 else f"{protocol.ALL_IMAGES_BAD}: {listed}")
     return Job(pixels[good], tokens[good], beams[good], ignore[good], errors)
 
 

@@ -49,15 +49,23 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[1]), int(fields[19])
 
 
+def _stub_argv(process: str) -> list[str] | None:
+    """The command line of a process ("<pid>" or "self") if it is a backend stub, else None."""
+    try:
+        argv = (PROC / process / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if len(argv) <= _INSTANCE_NAME_ARG or not argv[0].endswith(STUB_BINARY):
+        return None
+    return argv
+
+
 def _stub(pid: int, server_pid: int) -> StubProcess | None:
     stat = _stat(pid)
     if stat is None or stat[1] != server_pid or stat[0] == "Z":
         return None
-    try:
-        argv = (PROC / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    if len(argv) <= _INSTANCE_NAME_ARG or not argv[0].endswith(STUB_BINARY):
+    argv = _stub_argv(str(pid))
+    if argv is None:
         return None
     return StubProcess(pid, argv[_INSTANCE_NAME_ARG], argv[_SHM_REGION_ARG], stat[2])
 
@@ -86,8 +94,8 @@ SHM_REGION_MODE = 0o600
 
 def restrict_own_shm_region() -> None:
     """From inside a stub, as its model loads (before it serves): its region readable by the server's user only."""
-    argv = (PROC / "self" / "cmdline").read_bytes().decode(errors="replace").split("\0")
-    if len(argv) > _INSTANCE_NAME_ARG and argv[0].endswith(STUB_BINARY):
+    argv = _stub_argv("self")
+    if argv is not None:
         os.chmod(SHM_DIR / argv[_SHM_REGION_ARG], SHM_REGION_MODE)
 
 
