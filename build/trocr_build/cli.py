@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from trocr_build.repository import ServingOptions, build_repository
-from trocr_build.targets import TARGETS
 from trocr_build.variants import PRECISIONS
 from trocr_client.logs import configure_logging
 from trocr_serving import paths
@@ -47,17 +46,10 @@ def parser() -> argparse.ArgumentParser:
         "at build time (on the GPU when there is one, else on the CPU)",
     )
     p.add_argument(
-        "--target",
-        choices=TARGETS,
-        default="pip",
-        help="the server that runs the repository: pip (the pip-installed tritonserver, Python backend only) or "
-        "triton-container (NVIDIA's Triton container: encoder and decoder as native onnxruntime models). "
-        "Default: %(default)s",
-    )
-    p.add_argument(
         "--tensorrt",
         action="store_true",
-        help="with --target triton-container --device cuda: the encoder under ONNX Runtime's TensorRT provider",
+        help="with --device cuda: the engine's encoder session under ONNX Runtime's TensorRT provider (needs "
+        "TensorRT's libraries where it is served, as in NVIDIA's containers)",
     )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -72,7 +64,6 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         gpu_ids=tuple(int(gpu) for gpu in args.gpus.split(",")),
         precision=args.precision,
-        target=args.target,
         tensorrt=args.tensorrt,
     )
     info = build_repository(args.model, args.output, args.cache_dir, options, args.tolerance)

@@ -63,15 +63,6 @@ class DynamicBatching:
     queue_policy: QueuePolicy | None = None
 
 
-@dataclass(frozen=True)
-class Accelerator:
-    """An execution accelerator of Triton's onnxruntime backend on a GPU (`tensorrt`: ONNX Runtime's TensorRT
-    execution provider), with the backend's parameters for it."""
-
-    name: str
-    parameters: dict[str, str] = field(default_factory=dict)
-
-
 # Triton's backends this project writes configs for, and the platform string each native one needs.
 PLATFORMS = {"python": "", "onnxruntime": "onnxruntime_onnx"}
 
@@ -89,8 +80,6 @@ class ModelConfig:
     dynamic_batching: DynamicBatching | None = None
     decoupled: bool = False
     parameters: dict[str, str] = field(default_factory=dict)
-    default_model_filename: str = ""  # the graph in the version folder (onnxruntime; default model.onnx)
-    gpu_accelerators: tuple[Accelerator, ...] = ()  # onnxruntime on KIND_GPU only
 
     def validate(self) -> None:
         if not self.name:
@@ -99,10 +88,6 @@ class ModelConfig:
             raise ModelConfigError(f"{self.name}: max_batch_size must be >= 0, got {self.max_batch_size}")
         if self.backend not in PLATFORMS:
             raise ModelConfigError(f"{self.name}: backend {self.backend!r} is not one of {', '.join(PLATFORMS)}")
-        if self.default_model_filename and self.backend == "python":
-            raise ModelConfigError(f"{self.name}: default_model_filename is for native backends (python runs model.py)")
-        if self.gpu_accelerators and (self.backend != "onnxruntime" or self.instance_kind != "KIND_GPU"):
-            raise ModelConfigError(f"{self.name}: gpu_accelerators need the onnxruntime backend on KIND_GPU")
         if self.instance_count < 1:
             raise ModelConfigError(f"{self.name}: instance_count must be >= 1, got {self.instance_count}")
         kinds = tuple(INSTANCE_KINDS.values())
@@ -149,7 +134,6 @@ class ModelConfig:
             backend=self.backend,
             platform=PLATFORMS[self.backend],
             max_batch_size=self.max_batch_size,
-            default_model_filename=self.default_model_filename,
         )
         for tensors, target in ((self.inputs, config.input), (self.outputs, config.output)):
             for tensor in tensors:
@@ -174,9 +158,6 @@ class ModelConfig:
                 policy.allow_timeout_override = queue.allow_timeout_override
         if self.decoupled:
             config.model_transaction_policy.decoupled = True
-        for accelerator in self.gpu_accelerators:
-            entry = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name=accelerator.name)
-            entry.parameters.update(accelerator.parameters)
         for key, value in sorted(self.parameters.items()):
             config.parameters[key].string_value = value
         return config

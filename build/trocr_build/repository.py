@@ -23,7 +23,6 @@ from trocr_build.export import (
     write_row_copy,
 )
 from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
-from trocr_build.targets import DECODER_MODEL, ENCODER_MODEL, TARGETS, decoder_home, encoder_home, native_models
 from trocr_build.trained_models import resolve_model, weights_digest
 from trocr_build.variants import PRECISIONS, convert_and_validate
 from trocr_client import protocol
@@ -32,6 +31,7 @@ from trocr_serving import graph_names as names
 from trocr_serving import paths
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.bls_status import STATUS_OUTPUTS
+from trocr_serving.encoder_runner import TENSORRT_OFF
 from trocr_serving.engine import EngineOptions
 from trocr_serving.execution import DEVICES, INSTANCE_KINDS
 from trocr_serving.pipeline_config import (
@@ -46,19 +46,20 @@ from trocr_serving.preprocessing import decode_image, pixels_of
 
 LOGGER = logging.getLogger(__name__)
 
-# The Python models, the same for both targets; the container target adds native `encoder` and `decoder`.
+# The models: the public front and the engine (the same repository runs on the pip server and in NVIDIA's container).
 PYTHON_MODELS = (sp.MODEL_NAME, protocol.MODEL_NAME)
+# Models of earlier formats (the native encoder and decoder step models), removed by a rebuild.
+FORMER_MODELS = ("encoder", "decoder")
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 12
+REPOSITORY_FORMAT = 13
 
 
 @dataclass(frozen=True)
 class ServingOptions:
     """How the repository is served: batch sizes, queue delays, instances and threads."""
 
-    # The scheduler sends the encoder all images that arrived during its previous call, up to this many:
-    # on a CPU the encoder costs the same per image at any batch size, and images encoded together join the
-    # decoder batch together (see trocr_serving.encode_feeder).
+    # Images the engine encodes in one call, when rows are free for them: the most that join the running batch
+    # at one step (trocr_serving.row_scheduler).
     encoder_max_batch_size: int = 16
     # Front instances: each serves one request at a time, so this bounds the requests in the scheduler at once.
     trocr_instances: int = 16
@@ -85,17 +86,12 @@ class ServingOptions:
     gpu_ids: tuple[int, ...] = (0,)
     # What the graphs compute in (trocr_build.variants.PRECISIONS): fp32, or fp16 for CUDA.
     precision: str = "fp32"
-    # Which server runs the repository (trocr_build.targets): the pip server, or NVIDIA's Triton container
-    # with the encoder and the decoder as native onnxruntime models (there, `tensorrt` puts the encoder under
-    # ONNX Runtime's TensorRT execution provider on a GPU).
-    target: str = "pip"
+    # On a GPU, the engine's encoder session under ONNX Runtime's TensorRT provider (in the graphs' precision).
     tensorrt: bool = False
 
     def __post_init__(self):
-        if self.target not in TARGETS:
-            raise ValueError(f"target {self.target!r} is not one of {', '.join(TARGETS)}")
-        if self.tensorrt and (self.target != "triton-container" or self.device != "cuda"):
-            raise ValueError("tensorrt needs target triton-container and device cuda (the onnxruntime backend's)")
+        if self.tensorrt and self.device != "cuda":
+            raise ValueError("tensorrt needs device cuda")
         if self.device not in DEVICES:
             raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
@@ -162,16 +158,13 @@ def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimension
     )
 
 
-def model_configs(
-    dims: Dimensions,
-    options: ServingOptions,
-    model: str,
-    encoder_path: Path | None = None,
-    decoder_path: Path | None = None,
-) -> list[ModelConfig]:
+# Where the engine's graphs live (encoder.onnx, decoder.onnx, row_copy.onnx), relative to the repository.
+GRAPHS_FOLDER = f"{sp.MODEL_NAME}/1"
+
+
+def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list[ModelConfig]:
     """The models' configs; `model` (the id built from) is a parameter of the public model, so a client can
-    tell which weights a server serves. The container target's encoder and decoder are read from their graphs
-    (the paths are needed for that target only)."""
+    tell which weights a server serves."""
     height, width = dims.image_size
     # The Python models are not batched by Triton (model_config: an empty batch crashes Triton 2.51): their
     # tensors carry the batch dimension (-1), and each model bounds its rows itself.
@@ -193,8 +186,8 @@ def model_configs(
         **options.placement(),
         # The engine's options carry the serving options' names; the scheduler runs both graphs itself.
         parameters=EngineOptions(
-            encoder_onnx=f"{encoder_home(options.target)}/1/{names.ENCODER_ONNX}",
-            decoder_onnx=f"{decoder_home(options.target)}/1/{names.DECODER_ONNX}",
+            graphs=GRAPHS_FOLDER,
+            encoder_tensorrt=options.precision if options.tensorrt else TENSORRT_OFF,
             **{f.name: getattr(options, f.name) for f in dataclasses.fields(EngineOptions) if hasattr(options, f.name)},
         ).to_parameters(),
     )
@@ -228,27 +221,14 @@ def model_configs(
         ),
         parameters={"default_timeout_us": str(default_timeout_us), "model": model, "precision": options.precision},
     )
-    if options.target == "pip":
-        return [scheduler, trocr]
-    if encoder_path is None or decoder_path is None:
-        raise ValueError("the triton-container target reads its native models' tensors from the graphs: pass them")
-    tensorrt_precision = ("FP16" if options.precision == "fp16" else "FP32") if options.tensorrt else None
-    natives = native_models(
-        encoder_path,
-        decoder_path,
-        options.encoder_max_batch_size,
-        options.intra_op_threads,
-        options.placement(),
-        tensorrt_precision,
-    )
-    return [*natives, scheduler, trocr]
+    return [scheduler, trocr]
 
 
 def _write_model_folders(output: Path) -> None:
-    """Each model's folder, made anew (a model of the other target cannot linger), with its model.py from the
+    """Each model's folder, made anew (nothing of an earlier build lingers), with its model.py from the
     installed package for the Python models, compiled (the server then writes no bytecode into the repository
     at serve time). The repository holds models only."""
-    for model_name in (*PYTHON_MODELS, ENCODER_MODEL, DECODER_MODEL):
+    for model_name in (*PYTHON_MODELS, *FORMER_MODELS):
         shutil.rmtree(output / model_name, ignore_errors=True)
     for model_name in PYTHON_MODELS:
         version = output / model_name / "1"
@@ -271,10 +251,8 @@ def build_repository(
     dims = Dimensions.of(hf_model)
     output.mkdir(parents=True, exist_ok=True)
     _write_model_folders(output)
-    encoder_path = output / encoder_home(options.target) / "1" / names.ENCODER_ONNX
-    decoder_path = output / decoder_home(options.target) / "1" / names.DECODER_ONNX
-    for graph_path in (encoder_path, decoder_path):
-        graph_path.parent.mkdir(parents=True, exist_ok=True)
+    encoder_path = output / GRAPHS_FOLDER / names.ENCODER_ONNX
+    decoder_path = output / GRAPHS_FOLDER / names.DECODER_ONNX
     pipeline = pipeline_config(hf_model, processor, dims, source)
     sample_images = [decode_image(path.read_bytes()) for path in sample_paths()]
     with torch.no_grad():
@@ -288,7 +266,7 @@ def build_repository(
     samples = pixels_of(sample_images, pipeline.image)
     variant = convert_and_validate(precision, encoder_path, decoder_path, pipeline, samples, options.device)
     write_row_copy(decoder_path.parent / names.ROW_COPY_ONNX, precision.cache_type)
-    for config in model_configs(dims, options, model, encoder_path, decoder_path):
+    for config in model_configs(dims, options, model):
         (output / config.name / "config.pbtxt").write_text(config.to_pbtxt())
     trocr_dir = output / protocol.MODEL_NAME / "1"
     for model_name in (protocol.MODEL_NAME, sp.MODEL_NAME):

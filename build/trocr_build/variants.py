@@ -32,6 +32,9 @@ LOGGER = logging.getLogger(__name__)
 # Kept in float32 in an fp16 graph: the normalisations and the softmaxes, whose sums lose digits in float16,
 # and the top-k over the float32 log-probabilities.
 FP32_OPS = ("LayerNormalization", "Softmax", "LogSoftmax", "TopK")
+# The nodes of the encoder graph's pixel normalisation (trocr_build.graphs.EncoderGraph.normalization: the export
+# names nodes after the module path), kept float32 in the fp16 encoder so that it normalises as the processor.
+ENCODER_NORMALIZATION_NODES = "/normalization/"
 # Decoder outputs kept float32 in every variant: what the searches read on the host.
 FLOAT32_DECODER_OUTPUTS = (names.LOG_PROBS, names.TOP_LOG_PROBS)
 
@@ -40,20 +43,27 @@ class VariantValidationError(RuntimeError):
     pass
 
 
-def _to_float16(path: Path, keep_float32: bool | list[str]) -> None:
+def _to_float16(path: Path, keep_float32: list[str], keep_nodes_under: str | None = None) -> None:
+    """Float tensors to float16, except the graph inputs and outputs named in `keep_float32`, the FP32_OPS and
+    the nodes whose names start with `keep_nodes_under`."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     # (its INFO lines list every initializer shared by float16 and float32 nodes: the LayerNorms' weights)
     logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.WARNING)
 
-    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=keep_float32, op_block_list=list(FP32_OPS))
+    graph = onnx.load(str(path))
+    kept = [node.name for node in graph.graph.node if keep_nodes_under and node.name.startswith(keep_nodes_under)]
+    model = convert_float_to_float16(
+        graph, keep_io_types=keep_float32, op_block_list=list(FP32_OPS), node_block_list=kept
+    )
     onnx.save(model, str(path))
 
 
 def _fp16(encoder: Path, decoder: Path) -> None:
-    """The encoder keeps float32 inputs and outputs (its Triton config, the BLS to the scheduler); the decoder
+    """The encoder writes its cross-attention keys/values in float16, the type of the decoder's buffers that the
+    engine binds them into, and normalises the pixels in float32 as the image processor does; the decoder
     takes and returns its caches in float16 (half the device memory and traffic), log-probabilities float32."""
-    _to_float16(encoder, True)
+    _to_float16(encoder, [], keep_nodes_under=ENCODER_NORMALIZATION_NODES)
     _to_float16(decoder, list(FLOAT32_DECODER_OUTPUTS))
 
 

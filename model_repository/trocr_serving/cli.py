@@ -57,8 +57,7 @@ def parser() -> argparse.ArgumentParser:
         "--tritonserver",
         type=Path,
         help="a stock tritonserver binary (NVIDIA's container: /opt/tritonserver/bin/tritonserver) instead of the "
-        "pip one; it runs every backend it has, onnxruntime included (repositories built with --target "
-        "triton-container)",
+        "pip one",
     )
     p.add_argument("--backend-directory", type=Path, help="with --tritonserver (default: <its install>/backends)")
     return p

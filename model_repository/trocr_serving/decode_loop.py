@@ -1,10 +1,13 @@
 """The asyncio side of continuous batching: requests await their results while one loop steps the batch.
 
-Each step is vLLM's engine-core step: `scheduler.schedule()` -> `runner.execute(plan)` ->
-`scheduler.update_from_output()` -> `runner.commit(update)`. Used by the engine of the `scheduler` Triton
-model (a decoupled model whose `async def execute` serves many requests at once in one process). The runner
-executes in a worker thread (ONNX Runtime releases the GIL), so the event loop keeps accepting requests and
-encoder results while a step runs; groups removed meanwhile leave the rows after the step.
+Each step is vLLM's engine-core step: `scheduler.schedule()` -> `runner.execute(plan)` (the joining images'
+encoder call, then the decoder step) -> `scheduler.update_from_output()` -> `runner.commit(update)`. Used by
+the engine of the `scheduler` Triton model (a decoupled model whose `async def execute` serves many requests at
+once in one process). The runner executes in one worker thread (ONNX Runtime releases the GIL), so the event
+loop keeps accepting requests while a step runs; groups removed meanwhile leave the rows after the step.
+
+Encoder and decoder take turns in that one thread, as the scheduler plans: on a CPU the two graphs never
+fight over the cores with two thread pools, and on a GPU they run in order on one stream.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trocr_client import protocol
-from trocr_serving.decoder_runner import DecoderRunner
+from trocr_serving.encoder_runner import EncoderError
+from trocr_serving.model_runner import ModelRunner
 from trocr_serving.refusals import DeadlineExceededError, RequestCancelledError
 from trocr_serving.row_scheduler import RowScheduler, SequenceGroup
 from trocr_serving.search import SearchParams, SearchResult, new_search
@@ -49,22 +53,17 @@ class Ticket:
 
 
 class DecodeLoop:
-    def __init__(self, scheduler: RowScheduler, runner: DecoderRunner, metrics=None):
+    def __init__(self, scheduler: RowScheduler, runner: ModelRunner, metrics=None):
         self.scheduler = scheduler
         self.runner = runner
         self.metrics = metrics or NullMetrics()
         self._stepping = False  # a step runs in the worker thread: row moves wait for its end
         self._removed: list[SequenceGroup] = []
-        self.pending_rows = 0  # reserved by requests still being encoded
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._tickets: set[Ticket] = set()
         self._last_cancel_check = 0.0
-
-    async def in_worker(self, work: Callable, *args):
-        """`work(*args)` in the worker thread that runs the decoder steps: one graph at a time on the device."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     def close(self) -> None:
         """Stop the stepping task and the decoder thread (at model unload)."""
@@ -72,30 +71,19 @@ class DecodeLoop:
             self._task.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def reserve(self, rows: int) -> None:
-        """Claim queue room before the (costly) encoding (requests still being encoded count as waiting), or
-        raise QueueFullError."""
-        self.scheduler.check_queue_room(rows, self.pending_rows + self.scheduler.queued_rows)
-        self.pending_rows += rows
-
-    def release(self, rows: int) -> None:
-        self.pending_rows -= rows
-
-    async def generate(
-        self, cross_key_values: np.ndarray, params: list[SearchParams], ticket: Ticket, reserved_rows: int
-    ) -> list[SearchResult]:
-        """Decode each image (row of cross_key_values) with its params; needs `reserve(reserved_rows)` first."""
+    async def generate(self, pixels: np.ndarray, params: list[SearchParams], ticket: Ticket) -> list[SearchResult]:
+        """Decode each image (UINT8 [3, height, width] rows of `pixels`) with its params; raises QueueFullError
+        when the queue has no room for them."""
         self._ensure_running()
         loop = asyncio.get_running_loop()
         ticket.groups = [
-            SequenceGroup(new_search(p), cross, request=ticket, future=loop.create_future())
-            for cross, p in zip(cross_key_values, params)
+            SequenceGroup(new_search(p), image, request=ticket, future=loop.create_future())
+            for image, p in zip(pixels, params)
         ]
-        self.release(reserved_rows)
-        self.scheduler.submit(ticket.groups)
-        self._tickets.add(ticket)
-        self._wake.set()
         try:
+            self.scheduler.submit(ticket.groups)
+            self._tickets.add(ticket)
+            self._wake.set()
             return list(await asyncio.gather(*(group.future for group in ticket.groups)))
         finally:
             self._tickets.discard(ticket)
@@ -135,12 +123,20 @@ class DecodeLoop:
             self._stepping = True
             try:
                 candidates = await loop.run_in_executor(self._executor, self.runner.execute, plan)
+            except EncoderError as exc:  # fail the images of that call; the running rows did not step
+                LOGGER.exception("encoder call failed")
+                self._end_step()
+                for load in plan.loads:
+                    self._fail(load.group, exc)
+                continue
             except Exception as exc:  # fail the sequences in this step, keep the loop alive
                 LOGGER.exception("decoder step failed")
                 self._end_step()
                 for group in list(self.scheduler.groups):
                     self._fail(group, RuntimeError(f"decoder step failed: {exc}"))
                 continue
+            if plan.loads:
+                self.metrics.encoded(len(plan.loads))
             update = self.scheduler.update_from_output(candidates)
             self.runner.commit(update)
             self._end_step()

@@ -1,13 +1,10 @@
 """The engine of the `scheduler` model: encoder and decoder in one process, importable and testable without Triton.
 
-Assembles a row scheduler, a decoder runner, the encoder's session and the asyncio step loop from
-`EngineOptions` (the model's config parameters, written by the build from the same dataclass and parsed once
-here), sizes the rows to the cache budget, and serves a request: check its bounds, reserve queue room, encode
-its images (batched with other requests' by the EncodeFeeder), decode them in the running batch.
-
-Encoder calls and decoder steps run one at a time in the step loop's one worker thread: on a CPU the two
-graphs then never compete for the cores with two thread pools (before, the encoder ran in a process of its
-own, and both pools fought over the same cores). A step waits for an encoder call in progress and the reverse.
+Assembles a row scheduler, a model runner (the encoder and decoder sessions and their device buffers) and the
+asyncio step loop from `EngineOptions` (the model's config parameters, written by the build from the same
+dataclass and parsed once here), sizes the rows to the cache budget, and serves a request: check its bounds,
+queue its images (as UINT8 pixels), which are encoded when rows free up for them, in one encoder call with the
+other images joining at that step, and decoded in the running batch.
 """
 
 from __future__ import annotations
@@ -22,10 +19,9 @@ import numpy as np
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.decode_loop import DecodeLoop, Ticket
-from trocr_serving.decoder_runner import BoundDecoderRunner
-from trocr_serving.encode_feeder import EncodeFeeder
+from trocr_serving.encoder_runner import TENSORRT_OFF, TENSORRT_PRECISIONS, BoundEncoder
 from trocr_serving.execution import CPU, Execution
-from trocr_serving.onnx_runtime import GraphRunner
+from trocr_serving.model_runner import BoundModelRunner
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.row_scheduler import RowScheduler
 from trocr_serving.search import SearchResult
@@ -35,15 +31,20 @@ LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EngineOptions:
-    encoder_onnx: str  # relative to the model repository
-    decoder_onnx: str  # relative to the model repository (row_copy.onnx beside it)
-    encoder_max_batch_size: int  # images per encoder call
+    graphs: str  # the folder of encoder.onnx, decoder.onnx and row_copy.onnx, relative to the model repository
+    encoder_max_batch_size: int  # images per encoder call: the most that join the running batch in one step
     max_active_sequences: int  # decoder rows, before the cache budget
     max_queued_sequences: int  # rows that may wait beyond the free ones
     max_request_rows: int  # rows one request holds while others wait
     max_request_row_tokens: int  # sum of num_beams x max_new_tokens of one request
     max_cache_bytes: int
     intra_op_threads: int  # ONNX Runtime's (0: its default)
+    encoder_tensorrt: str  # "off", or the precision of the encoder under TensorRT (CUDA only): "fp32", "fp16"
+
+    def __post_init__(self):
+        if self.encoder_tensorrt not in (TENSORRT_OFF, *TENSORRT_PRECISIONS):
+            allowed = ", ".join((TENSORRT_OFF, *TENSORRT_PRECISIONS))
+            raise ValueError(f"encoder_tensorrt {self.encoder_tensorrt!r} is not one of {allowed}")
 
     def to_parameters(self) -> dict[str, str]:
         return {field.name: str(getattr(self, field.name)) for field in dataclasses.fields(self)}
@@ -72,14 +73,21 @@ class Engine:
         execution: Execution = CPU,
     ):
         self.pipeline = pipeline
-        self.encoder_max_batch_size = options.encoder_max_batch_size
-        # Not spinning: the front instances' processes share the cores, and an idle spinning pool steals them.
-        self.encoder = GraphRunner(repository / options.encoder_onnx, options.intra_op_threads, False, execution)
         max_cache_len = pipeline.max_new_tokens_limit + 1
-        runner = BoundDecoderRunner.open(
+        graphs = repository / options.graphs
+        encoder = BoundEncoder.open(
+            graphs / names.ENCODER_ONNX,
+            pipeline,
+            options.encoder_max_batch_size,
+            execution,
+            options.intra_op_threads,
+            options.encoder_tensorrt,
+        )
+        runner = BoundModelRunner.open(
             pipeline.decoder,
             max_cache_len,
-            (repository / options.decoder_onnx).parent,
+            graphs,
+            encoder,
             execution,
             options.intra_op_threads,
             max_rows=options.max_active_sequences,
@@ -92,9 +100,9 @@ class Engine:
             max_queued=options.max_queued_sequences,
             start_token=pipeline.generation.decoder_start_token_id,
             max_request_rows=options.max_request_rows,
+            max_encoder_batch=options.encoder_max_batch_size,
         )
         self.loop = DecodeLoop(scheduler, runner, metrics)
-        self.feeder = EncodeFeeder(self._encode_batch, options.encoder_max_batch_size)
         self.limits = sp.RequestLimits(max_rows=max_rows, max_row_tokens=options.max_request_row_tokens)
         LOGGER.info("engine: %d decoder rows on %s, queue bound %d", max_rows, execution.device, scheduler.max_queued)
 
@@ -102,28 +110,8 @@ class Engine:
         self.loop.close()
 
     async def transcribe(self, inputs: dict[str, np.ndarray], ticket: Ticket) -> list[SearchResult]:
-        """A request's arrays (scheduler_protocol.INPUTS): checked, encoded, decoded; raises a Refusal."""
+        """A request's arrays (scheduler_protocol.INPUTS): checked, queued, encoded and decoded; raises a
+        Refusal."""
         params = sp.search_params(inputs, self.pipeline)
         self.limits.check(params)
-        rows = sum(p.num_beams for p in params)
-        self.loop.reserve(rows)
-        try:
-            cross = await self.feeder.encode(inputs[names.PIXELS])
-        except BaseException:
-            self.loop.release(rows)
-            raise
-        return await self.loop.generate(cross, params, ticket, reserved_rows=rows)
-
-    async def _encode_batch(self, pixels: np.ndarray) -> np.ndarray:
-        """UINT8 pixels -> their cross-attention keys/values, in calls of at most encoder_max_batch_size images
-        (a request may carry more), in the step loop's worker thread."""
-        size = self.encoder_max_batch_size
-        outputs = []
-        for start in range(0, len(pixels), size):
-            chunk = pixels[start : start + size]
-            outputs.append(await self.loop.in_worker(self._encode_chunk, chunk))
-            self.loop.metrics.encoded(len(chunk))
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
-
-    def _encode_chunk(self, pixels: np.ndarray) -> np.ndarray:
-        return self.encoder.run({names.PIXELS: pixels}, [names.CROSS_KEY_VALUES])[names.CROSS_KEY_VALUES]
+        return await self.loop.generate(inputs[names.PIXELS], params, ticket)

@@ -24,6 +24,12 @@ CUDA_PROVIDER_OPTIONS = {
 }
 
 
+# ONNX Runtime's TensorRT provider for the engine's encoder session (an option of a CUDA build): its workspace,
+# and the engines it builds at the first load, reused by later loads.
+TENSORRT_WORKSPACE_BYTES = 2 * 1024**3
+TENSORRT_CACHE_DIR = "/tmp/trocr-tensorrt-cache"
+
+
 class DeviceUnavailableError(RuntimeError):
     """A CUDA build on a machine without what it needs; the message names what is missing."""
 
@@ -54,8 +60,27 @@ class Execution:
             return ["CPUExecutionProvider"]
         return [("CUDAExecutionProvider", {"device_id": str(self.device_id), **CUDA_PROVIDER_OPTIONS})]
 
-    def prepare(self) -> None:
-        """Before a session: load pip's CUDA libraries, and fail with a message naming what is missing."""
+    def tensorrt_providers(self, fp16: bool, input_name: str, shapes: tuple[tuple[int, ...], ...]) -> list:
+        """ONNX Runtime's TensorRT provider ahead of CUDA's (which runs the nodes TensorRT does not take), with one
+        optimisation profile for `input_name`: its smallest, typical and largest shapes."""
+        if self.device != "cuda":
+            raise ValueError("TensorRT needs device cuda")
+        smallest, typical, largest = (f"{input_name}:{'x'.join(map(str, shape))}" for shape in shapes)
+        options = {
+            "device_id": str(self.device_id),
+            "trt_fp16_enable": str(fp16),
+            "trt_max_workspace_size": str(TENSORRT_WORKSPACE_BYTES),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": TENSORRT_CACHE_DIR,
+            "trt_profile_min_shapes": smallest,
+            "trt_profile_opt_shapes": typical,
+            "trt_profile_max_shapes": largest,
+        }
+        return [("TensorrtExecutionProvider", options), *self.providers()]
+
+    def prepare(self, provider: str | None = None) -> None:
+        """Before a session: load pip's CUDA libraries, and fail with a message naming what is missing (the CUDA
+        provider, or `provider` when the session asks for another)."""
         if self.device == "cpu":
             return
         import onnxruntime as ort
@@ -68,6 +93,12 @@ class Execution:
                 "this repository was built for CUDA, but the installed onnxruntime has no CUDA execution provider "
                 f"({', '.join(ort.get_available_providers())}): install the project with '.[serve-gpu]' "
                 "(onnxruntime-gpu) instead of '.[serve]'"
+            )
+        if provider is not None and provider not in ort.get_available_providers():
+            raise DeviceUnavailableError(
+                f"this repository asks for ONNX Runtime's {provider}, which the installed onnxruntime cannot load "
+                f"(it has {', '.join(ort.get_available_providers())}): TensorRT's libraries must be installed "
+                "(NVIDIA's containers have them), or rebuild without --tensorrt"
             )
 
 

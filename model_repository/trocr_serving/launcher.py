@@ -232,16 +232,15 @@ def gpus_of(configs: dict) -> tuple[int, ...]:
 
 def check_repository(repository: Path, backends: Path) -> None:
     """A repository this server cannot run fails here, at once and by name: one whose models need backends the
-    server lacks (built with --target triton-container, on the pip server: Python backend only), or one built for
-    CUDA on a machine without it."""
+    server lacks (the project's own need the Python backend only: a repository of an earlier format had native
+    onnxruntime models), or one built for CUDA on a machine without it."""
     configs = model_configs_of(repository)
     lacking = sorted(name for name, config in configs.items() if not (backends / config.backend).is_dir())
     if lacking:
         needed = sorted({configs[name].backend for name in lacking})
         raise ServerError(
             f"{repository}: {', '.join(lacking)} need the {', '.join(needed)} backend, which {backends} lacks "
-            "(a repository built with --target triton-container needs NVIDIA's Triton container: trocr-serve "
-            "--tritonserver there, or rebuild with --target pip)"
+            "(this project's models need the Python backend only: rebuild the repository with trocr-build)"
         )
     gpus = gpus_of(configs)
     if not gpus:

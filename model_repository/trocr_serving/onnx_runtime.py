@@ -11,9 +11,14 @@ from trocr_serving.execution import CPU, Execution
 
 
 def create_session(
-    path: Path, intra_op_threads: int = 0, spinning: bool = True, execution: Execution = CPU
+    path: Path,
+    intra_op_threads: int = 0,
+    spinning: bool = True,
+    execution: Execution = CPU,
+    providers: list | None = None,
 ) -> ort.InferenceSession:
-    """A session on `execution`'s device (0 threads: ONNX Runtime's default, one per core).
+    """A session on `execution`'s device (0 threads: ONNX Runtime's default, one per core), with its default
+    execution providers or `providers` (trocr_serving.execution states them).
 
     `spinning=False` stops idle worker threads from busy-waiting: in the server several sessions in
     different processes share the cores, and a spinning idle pool steals them from the busy one.
@@ -24,8 +29,10 @@ def create_session(
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    execution.prepare()
-    return ort.InferenceSession(str(path), sess_options=options, providers=execution.providers())
+    providers = providers or execution.providers()
+    first = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    execution.prepare(first)
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
 # ONNX Runtime's type names of the float tensors the graphs take (an fp16 variant takes float16 caches).

@@ -1,11 +1,15 @@
 """Iteration-level (continuous) batching: which sequences run in the next decoder step, on which rows.
 
-Pure bookkeeping, no tensors of the model: waiting and running sequence groups, each row's length and last
-token, admission (first come first served, a fair share of rows per request, a bound on what waits), and
-the searches that turn a step's candidates (each row's top log-probabilities) into tokens and beam parents.
-`schedule()` emits a `StepPlan`; a decoder runner (trocr_serving.decoder_runner) executes it on the rows'
-caches; then `update_from_output()` advances the searches and says which row's cache each row goes on from
-(beam parents) and which rows move.
+Pure bookkeeping, no tensors of the model: waiting and running sequence groups and their states, each row's
+length and last token, admission (a bound on what waits, first come first served, a fair share of rows per
+request, at most one encoder batch of images per step), and the searches that turn a step's candidates
+(each row's top log-probabilities) into tokens and beam parents. `schedule()` emits a `StepPlan`; a model
+runner (trocr_serving.model_runner) executes it: it encodes the images that join into their rows, then runs
+the step on the rows' caches; `update_from_output()` advances the searches and says which row's cache each row
+goes on from (beam parents) and which rows move.
+
+An image waits as its UINT8 pixels and is encoded only when it has rows to go to, so the encoder's output
+(7 MB per image for trocr-small in float32) exists only for running rows, never for a queue.
 
 Rows 0..active_rows-1 are the running ones, so the runner hands the graph contiguous slices: when rows are
 freed, the last rows move into the holes.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -24,16 +29,24 @@ from trocr_serving.refusals import InvalidRequestError, QueueFullError
 from trocr_serving.search import BeamSearch, GreedySearch
 
 
+class GroupStatus(Enum):
+    WAITING = "waiting"  # queued with its pixels
+    ENCODING = "encoding"  # admitted into rows: the next execute encodes its image into them
+    RUNNING = "running"  # decoding
+    FINISHED = "finished"  # finished, cancelled or failed: its rows are free
+
+
 @dataclass(eq=False)
 class SequenceGroup:
     """The rows of one image: 1 for greedy, num_beams for beam search."""
 
     search: GreedySearch | BeamSearch
-    cross_key_values: Any  # [layers, 2, heads, encoder_seq_len, head_dim] until admitted, then None
+    pixels: Any  # UINT8 [3, height, width] until admitted, then None (the runner holds its keys/values)
     request: Any = None  # the request this image belongs to (its groups share it); None: a request of its own
     future: Any = None  # where the caller awaits the result
     rows: list[int] = field(default_factory=list)
     length: int = 0  # tokens in the cache
+    status: GroupStatus = GroupStatus.WAITING
 
     @property
     def width(self) -> int:
@@ -47,16 +60,16 @@ class SequenceGroup:
 
 @dataclass(frozen=True)
 class RowLoad:
-    """A group that joined: the runner copies its image's cross-attention keys/values into each of its rows."""
+    """A group that joins: the runner encodes its image and copies the keys/values into each of its rows."""
 
     group: SequenceGroup
     rows: list[int]
-    cross_key_values: Any
+    pixels: Any
 
 
 @dataclass(frozen=True)
 class StepPlan:
-    loads: list[RowLoad]  # groups admitted for this step
+    loads: list[RowLoad]  # groups admitted for this step (at most one encoder batch)
     last_tokens: np.ndarray  # int64 [rows]
     lengths: np.ndarray  # int64 [rows]: cache positions of each row
     top_k: int  # candidates per row the searches need (2 x the widest beam, more where n-grams are banned)
@@ -98,8 +111,11 @@ class RowScheduler:
         max_queued: int,
         start_token: int,
         max_request_rows: int | None = None,
+        max_encoder_batch: int | None = None,
     ):
         self.max_rows = max_rows
+        # Images admitted per step: one encoder call, so that the running rows wait for at most one call.
+        self.max_encoder_batch = max_encoder_batch or max_rows
         # Rows one request may hold at once while others wait (its first image is always admitted), so that a
         # large beam-search request cannot take every row for minutes.
         self.max_request_rows = max_request_rows or max_rows
@@ -127,6 +143,8 @@ class RowScheduler:
             raise InvalidRequestError(f"num_beams exceeds the {self.max_rows} decoder rows the server has")
         self.check_queue_room(width, self.queued_rows)
         self.waiting.extend(groups)
+        for group in groups:
+            group.status = GroupStatus.WAITING
 
     def check_queue_room(self, rows: int, waiting: int) -> None:
         """Raise QueueFullError unless `rows` more fit beside `waiting` ones: rows free in the running batch take
@@ -139,7 +157,7 @@ class RowScheduler:
 
     def schedule(self) -> StepPlan:
         """Admit what fits, then plan a step of every running row (no rows: nothing to run)."""
-        loads = [RowLoad(group, list(group.rows), cross) for group, cross in self._admit()]
+        loads = [RowLoad(group, list(group.rows), pixels) for group, pixels in self._admit()]
         rows = self.active_rows
         lengths = np.zeros(rows, dtype=np.int64)
         for group in self.groups:
@@ -148,7 +166,8 @@ class RowScheduler:
         return StepPlan(loads, self.last_tokens[:rows].copy(), lengths, top_k)
 
     def _admit(self) -> list[tuple[SequenceGroup, Any]]:
-        """Move waiting groups into free rows, first come first served, each request up to its share of rows.
+        """Move waiting groups into free rows, first come first served, each request up to its share of rows,
+        at most max_encoder_batch of them.
 
         A group that does not fit in the free rows stops the scan (so wide beam groups are not starved); a group
         whose request already holds its share is passed over for the next request's."""
@@ -157,7 +176,7 @@ class RowScheduler:
         for group in self.groups:
             held[group.owner] += group.width
         for group in list(self.waiting):
-            if self.active_rows + group.width > self.max_rows:
+            if self.active_rows + group.width > self.max_rows or len(admitted) == self.max_encoder_batch:
                 break
             if held[group.owner] and held[group.owner] + group.width > self.max_request_rows:
                 continue
@@ -168,8 +187,9 @@ class RowScheduler:
             for row in group.rows:
                 self.row_groups[row] = group
             self.last_tokens[group.rows] = self.start_token
-            admitted.append((group, group.cross_key_values))
-            group.cross_key_values = None
+            admitted.append((group, group.pixels))
+            group.pixels = None
+            group.status = GroupStatus.ENCODING
             group.length = 0
             self.groups.append(group)
         return admitted
@@ -178,6 +198,7 @@ class RowScheduler:
         """Advance every running group by the step's candidates ([rows, top_k] log-probabilities and ids)."""
         update = StepUpdate()
         for group in self.groups:
+            group.status = GroupStatus.RUNNING
             rows = np.asarray(group.rows)
             tokens, parents, done = group.search.step(candidates.log_probs[rows], candidates.ids[rows])
             if done:
@@ -195,11 +216,14 @@ class RowScheduler:
     def remove(self, group: SequenceGroup) -> list[RowMove]:
         """Free a group's rows (finished or cancelled), or drop it from the queue; returns the row moves that
         keep the running rows contiguous (the runner must apply them)."""
-        if group in self.waiting:
-            self.waiting.remove(group)
+        if group.status is GroupStatus.FINISHED:
             return []
-        if group not in self.groups:
+        if group.status is GroupStatus.WAITING:
+            group.status = GroupStatus.FINISHED
+            if group in self.waiting:  # (a group made but never submitted is in no queue)
+                self.waiting.remove(group)
             return []
+        group.status = GroupStatus.FINISHED
         self.groups.remove(group)
         moves = []
         for row in sorted(group.rows, reverse=True):

@@ -37,9 +37,16 @@ def request_arrays(pixels, max_new_tokens, num_beams, ignore_eos) -> dict[str, n
 def search_params(inputs: dict[str, np.ndarray], config: PipelineConfig) -> list[SearchParams]:
     """One SearchParams per image, checked like the public model's parameters: the scheduler is reachable
     over gRPC streaming too, and must hold its own bounds."""
-    rows = len(inputs[names.PIXELS])
+    pixels = inputs[names.PIXELS]
+    rows = len(pixels)
     if not 1 <= rows <= protocol.MAX_IMAGES_PER_REQUEST:
         raise InvalidRequestError(f"{rows} images in one request: send 1..{protocol.MAX_IMAGES_PER_REQUEST}")
+    image_shape = (3, config.image.height, config.image.width)
+    if pixels.dtype != np.uint8 or pixels.shape[1:] != image_shape:
+        raise InvalidRequestError(
+            f"{names.PIXELS} is {pixels.dtype} {list(pixels.shape)}: send UINT8 "
+            f"[images, {', '.join(map(str, image_shape))}]"
+        )
     tokens = per_row(MAX_NEW_TOKENS, inputs[MAX_NEW_TOKENS], rows, None, 1, config.max_new_tokens_limit)
     beams = per_row(NUM_BEAMS, inputs[NUM_BEAMS], rows, None, 1, protocol.MAX_NUM_BEAMS)
     ignore = per_row(IGNORE_EOS, inputs[IGNORE_EOS], rows, None, 0, 1)

@@ -1,21 +1,23 @@
-"""Continuous batching in-process (the row scheduler and the I/O-binding decoder runner, ONNX Runtime's CPU
-provider on the exported random:tiny graphs) against HF generate(), and the row scheduler's plans on their own."""
+"""Continuous batching in-process (the row scheduler and the I/O-binding model runner, ONNX Runtime's CPU
+provider on the exported random:tiny graphs) against HF generate(), the encoder's output bound into the rows'
+buffers, and the row scheduler's plans on their own."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.images import sample_paths, text_line
 from tests.reference import reference_generate
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_runner import BoundDecoderRunner
+from trocr_serving.encoder_runner import BoundEncoder
 from trocr_serving.execution import CPU
-from trocr_serving.greedy import graph_paths
-from trocr_serving.onnx_runtime import GraphRunner
+from trocr_serving.greedy import LocalGraphs, graph_paths
+from trocr_serving.model_runner import BoundModelRunner
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import decode_image, pixels_of
 from trocr_serving.refusals import QueueFullError
-from trocr_serving.row_scheduler import RowMove, RowScheduler, SequenceGroup
+from trocr_serving.row_scheduler import GroupStatus, RowMove, RowScheduler, SequenceGroup
 from trocr_serving.search import SearchParams, new_search
 
 
@@ -25,24 +27,26 @@ def images(count: int) -> list[bytes]:
 
 
 class Harness:
-    def __init__(self, built, max_rows: int = 16, max_queued: int = 64):
+    def __init__(self, built, max_rows: int = 16, max_queued: int = 64, max_encoder_batch: int = 8):
         self.built = built
         self.config = PipelineConfig.load(built.repository / "trocr" / "1")
-        self.encoder = GraphRunner(graph_paths(built.repository)[0])
         max_cache_len = self.config.max_new_tokens_limit + 1
         self.scheduler = RowScheduler(
             max_rows=max_rows,
             max_cache_len=max_cache_len,
             max_queued=max_queued,
             start_token=self.config.generation.decoder_start_token_id,
+            max_encoder_batch=max_encoder_batch,
         )
         folder = built.repository / "scheduler" / "1"
-        self.runner = BoundDecoderRunner.open(self.config.decoder, max_cache_len, folder, CPU, max_rows=max_rows)
+        encoder = BoundEncoder.open(folder / names.ENCODER_ONNX, self.config, max_encoder_batch, CPU)
+        self.runner = BoundModelRunner.open(self.config.decoder, max_cache_len, folder, encoder, CPU, max_rows=max_rows)
         self.batch_sizes: list[int] = []
 
+    def pixels(self, data: list[bytes]):
+        return pixels_of([decode_image(image) for image in data], self.config.image)
+
     def groups(self, data: list[bytes], max_new_tokens: int, num_beams: int = 1, **params) -> list[SequenceGroup]:
-        pixels = pixels_of([decode_image(image) for image in data], self.config.image)
-        cross = self.encoder.run({names.PIXELS: pixels}, [names.CROSS_KEY_VALUES])
         g = self.config.generation
         search_params = SearchParams(
             max_new_tokens=max_new_tokens,
@@ -51,7 +55,7 @@ class Harness:
             num_beams=num_beams,
             **params,
         )
-        return [SequenceGroup(new_search(search_params), row) for row in cross[names.CROSS_KEY_VALUES]]
+        return [SequenceGroup(new_search(search_params), image) for image in self.pixels(data)]
 
     def step(self) -> list[SequenceGroup]:
         """One engine-core step: schedule -> execute -> update_from_output -> commit."""
@@ -163,7 +167,7 @@ def test_removing_a_group_frees_its_rows_and_keeps_the_others_right(built_tiny):
 
 def group(width: int = 1, request=None) -> SequenceGroup:
     params = SearchParams(max_new_tokens=5, eos_token_id=2, decoder_start_token_id=2, num_beams=width)
-    return SequenceGroup(new_search(params), cross_key_values=f"cross-{id(params)}", request=request)
+    return SequenceGroup(new_search(params), pixels=f"pixels-{id(params)}", request=request)
 
 
 def test_a_plan_loads_the_admitted_rows_and_gives_each_row_its_length_and_token():
@@ -177,7 +181,8 @@ def test_a_plan_loads_the_admitted_rows_and_gives_each_row_its_length_and_token(
     plan = scheduler.schedule()
     assert [(load.group, load.rows) for load in plan.loads] == [(second, [1, 2])]
     assert plan.lengths.tolist() == [3, 0, 0] and plan.last_tokens.tolist() == [7, 2, 2]
-    assert second.cross_key_values is None  # the runner holds it from now on
+    assert [load.pixels for load in plan.loads] == [f"pixels-{id(second.search.params)}"]
+    assert second.pixels is None and second.status is GroupStatus.ENCODING  # the runner encodes it now
 
 
 def test_removing_a_group_moves_the_last_rows_into_its_holes():
@@ -219,3 +224,45 @@ def test_a_step_brings_back_rows_x_top_k_candidates_and_the_cache_stays_in_the_r
         assert outputs[candidates.ids.ctypes.data].shape() == [4, 6]
         assert outputs[candidates.log_probs.ctypes.data].shape() == [4, 6]
         harness.runner.commit(harness.scheduler.update_from_output(candidates))
+
+
+def test_the_encoders_output_is_bound_into_the_staging_buffer_and_copied_into_the_rows_on_the_device(
+    built_tiny, monkeypatch
+):
+    """The images that join are encoded in one call whose output ONNX Runtime writes into the staging buffer
+    by I/O binding, and their rows' buffers are filled from there device to device: no call returns numpy
+    (InferenceSession.run is not used), and the rows hold what the encoder computes for those images."""
+    harness = Harness(built_tiny, max_rows=6)
+    data = images(3)
+    groups = harness.groups(data[:2], 5) + harness.groups(data[2:], 5, num_beams=3)
+    expected = LocalGraphs(*graph_paths(built_tiny.repository)).cross_key_values(harness.pixels(data))
+    runner = harness.runner
+
+    def no_numpy_output(*args, **kwargs):
+        raise AssertionError("a session returned numpy")
+
+    for session in (runner.encoder.session, runner.decoder, runner.row_copy):
+        monkeypatch.setattr(session, "run", no_numpy_output)
+    harness.scheduler.submit(groups)
+    plan = harness.scheduler.schedule()
+    assert [load.rows for load in plan.loads] == [[0], [1], [2, 3, 4]]
+    runner.execute(plan)
+    (staged,) = runner.encoder.binding.get_outputs()
+    assert staged.data_ptr() == runner.encoder.staging.address and staged.device_name() == "cpu"
+    assert staged.shape() == list(harness.config.decoder.cross_shape(3))
+    # The rows' buffer: each layer's keys, then values, of every row (one part of max_rows rows after another).
+    rows = runner.cross.value.numpy().reshape(len(runner.cross_inputs), runner.max_rows, *runner.part_shape)
+    for row, image in enumerate([0, 1, 2, 2, 2]):
+        got = rows[:, row].reshape(expected.shape[1:])
+        np.testing.assert_allclose(got, expected[image], atol=1e-5)
+
+
+def test_an_image_is_encoded_only_when_rows_are_free_for_it(built_tiny):
+    harness = Harness(built_tiny, max_rows=2, max_encoder_batch=8)
+    groups = harness.groups(images(3), 4, ignore_eos=True)
+    harness.scheduler.submit(groups)
+    harness.step()
+    assert [g.status for g in groups] == [GroupStatus.RUNNING, GroupStatus.RUNNING, GroupStatus.WAITING]
+    assert groups[2].pixels is not None  # it waits as its pixels: nothing of it was encoded
+    harness.run()
+    assert [g.status for g in groups] == [GroupStatus.FINISHED] * 3

@@ -1,5 +1,5 @@
-"""The asyncio step loop around the row scheduler and a decoder runner: concurrency, cancellation and
-deadlines free rows."""
+"""The asyncio step loop around the row scheduler and a model runner: concurrency, cancellation and
+deadlines free rows, a failed encoder call fails its own images only."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from trocr_serving.decode_loop import DecodeLoop, Ticket
 from trocr_serving.decoder_signature import StepCandidates
+from trocr_serving.encoder_runner import EncoderError
 from trocr_serving.refusals import DeadlineExceededError, QueueFullError, RequestCancelledError
 from trocr_serving.row_scheduler import RowScheduler
 from trocr_serving.search import SearchParams
@@ -19,12 +20,18 @@ EOS = 2
 
 
 class SlowRunner:
-    """A decoder runner that never emits end-of-sequence (token 4 always wins); each step takes step_s."""
+    """A model runner that never emits end-of-sequence (token 4 always wins); each step takes step_s; an encoder
+    call with an image of value 255 fails."""
 
     def __init__(self, step_s: float):
         self.step_s = step_s
+        self.encoder_batches: list[int] = []
 
     def execute(self, plan):
+        if plan.loads:
+            if any(load.pixels.max() == 255 for load in plan.loads):
+                raise EncoderError("encoder failed: out of memory")
+            self.encoder_batches.append(len(plan.loads))
         time.sleep(self.step_s)
         ranking = np.array([4, 0, 1, 2, 3])[: plan.top_k]  # token 4 first, then the others by id
         log_probs = np.array([-0.1, -5, -5, -5, -5], dtype=np.float32)[: plan.top_k]
@@ -37,8 +44,10 @@ class SlowRunner:
         pass
 
 
-def make_loop(step_s=0.002, max_rows=4, max_queued=8) -> DecodeLoop:
-    scheduler = RowScheduler(max_rows, max_cache_len=200, max_queued=max_queued, start_token=EOS)
+def make_loop(step_s=0.002, max_rows=4, max_queued=8, max_encoder_batch=None) -> DecodeLoop:
+    scheduler = RowScheduler(
+        max_rows, max_cache_len=200, max_queued=max_queued, start_token=EOS, max_encoder_batch=max_encoder_batch
+    )
     return DecodeLoop(scheduler, SlowRunner(step_s))
 
 
@@ -46,13 +55,12 @@ def params(tokens: int) -> SearchParams:
     return SearchParams(max_new_tokens=tokens, eos_token_id=EOS, decoder_start_token_id=EOS)
 
 
-def cross(images: int) -> np.ndarray:
-    return np.zeros((images, 1, 2, 1, 3, 2), dtype=np.float32)
+def pixels(images: int, value: int = 0) -> np.ndarray:
+    return np.full((images, 3, 2, 2), value, dtype=np.uint8)
 
 
-async def generate(loop: DecodeLoop, tokens: list[int], ticket: Ticket | None = None):
-    loop.reserve(len(tokens))
-    return await loop.generate(cross(len(tokens)), [params(t) for t in tokens], ticket or Ticket(), len(tokens))
+async def generate(loop: DecodeLoop, tokens: list[int], ticket: Ticket | None = None, value: int = 0):
+    return await loop.generate(pixels(len(tokens), value), [params(t) for t in tokens], ticket or Ticket())
 
 
 def test_requests_share_steps_and_finish_independently():
@@ -63,7 +71,7 @@ def test_requests_share_steps_and_finish_independently():
 
     loop, short, long = asyncio.run(scenario())
     assert [len(r.token_ids) for r in short + long] == [3, 40, 10]
-    assert loop.scheduler.active_rows == 0 and loop.pending_rows == 0
+    assert loop.scheduler.active_rows == 0 and not loop.scheduler.waiting
 
 
 def test_cancelled_request_frees_its_rows():
@@ -99,47 +107,40 @@ def test_deadline_frees_rows():
     assert loop.scheduler.active_rows == 0
 
 
-def test_queue_bound_counts_requests_still_encoding():
-    loop = make_loop(max_rows=1, max_queued=2)
-    loop.reserve(2)
-    loop.reserve(1)  # the free row takes one of the waiting rows
-    with pytest.raises(QueueFullError, match="server busy: 3 sequences already wait"):
-        loop.reserve(1)
-    loop.release(3)
-    loop.reserve(1)
+def test_images_wait_as_pixels_and_join_in_encoder_batches_as_rows_free():
+    async def scenario():
+        loop = make_loop(max_rows=4, max_encoder_batch=2)
+        results = await asyncio.gather(*(generate(loop, [5]) for _ in range(7)))
+        return loop, results
+
+    loop, results = asyncio.run(scenario())
+    assert [len(r[0].token_ids) for r in results] == [5] * 7
+    assert loop.runner.encoder_batches == [2, 2, 2, 1]  # one encoder batch per step: 2, 2 (rows full), then 2, 1
 
 
-def test_encoder_feeder_batches_what_accumulated_during_a_call():
-    from trocr_serving.encode_feeder import EncodeFeeder
-
-    batch_sizes = []
-
-    async def encode_batch(pixel_values):
-        batch_sizes.append(len(pixel_values))
+def test_a_failed_encoder_call_fails_its_images_and_the_running_rows_go_on():
+    async def scenario():
+        loop = make_loop(step_s=0.005, max_rows=4)
+        running = asyncio.ensure_future(generate(loop, [30]))
         await asyncio.sleep(0.02)
-        return pixel_values * 10
+        failed = await asyncio.gather(generate(loop, [5], value=255), return_exceptions=True)
+        return loop, failed, await running
 
+    loop, (failed,), running = asyncio.run(scenario())
+    assert isinstance(failed, EncoderError) and "out of memory" in str(failed)
+    assert len(running[0].token_ids) == 30
+    assert loop.scheduler.active_rows == 0 and not loop.scheduler.groups
+
+
+def test_a_full_queue_refuses_a_request_at_once():
     async def scenario():
-        feeder = EncodeFeeder(encode_batch, max_batch=4)
-        first = asyncio.ensure_future(feeder.encode(np.full((1, 2), 1.0)))
-        await asyncio.sleep(0)  # the first call starts alone: no batching delay at low load
-        rest = [asyncio.ensure_future(feeder.encode(np.full((n, 2), float(n)))) for n in (2, 1, 3)]
-        results = await asyncio.gather(first, *rest)
-        return feeder, results
+        loop = make_loop(step_s=0.005, max_rows=1, max_queued=2)
+        first = asyncio.ensure_future(generate(loop, [40, 40, 40]))  # 1 row runs, 2 wait
+        await asyncio.sleep(0.02)
+        with pytest.raises(QueueFullError, match="server busy: 2 sequences already wait"):
+            await generate(loop, [5])
+        return loop, await first
 
-    _, results = asyncio.run(scenario())
-    assert batch_sizes == [1, 3, 3]  # 2+1 waited together; 3 more would exceed max_batch 4
-    assert [r.tolist() for r in results] == [[[10.0, 10.0]], [[20.0, 20.0]] * 2, [[10.0, 10.0]], [[30.0, 30.0]] * 3]
-
-
-def test_encoder_feeder_failure_reaches_every_waiting_request():
-    from trocr_serving.encode_feeder import EncodeFeeder
-
-    async def encode_batch(pixel_values):
-        raise RuntimeError("encoder down")
-
-    async def scenario():
-        feeder = EncodeFeeder(encode_batch, max_batch=4)
-        return await asyncio.gather(*(feeder.encode(np.zeros((1, 2))) for _ in range(3)), return_exceptions=True)
-
-    assert [str(e) for e in asyncio.run(scenario())] == ["encoder down"] * 3
+    loop, first = asyncio.run(scenario())
+    assert [len(r.token_ids) for r in first] == [40, 40, 40]
+    assert loop.scheduler.active_rows == 0 and not loop.scheduler.waiting

@@ -70,14 +70,12 @@ def test_the_images_and_their_stages():
     assert stages()["gpu"][0][1] == "nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3 AS gpu"
 
 
-@pytest.mark.parametrize(
-    ("stage", "target", "device"), [("repository-cpu", "pip", "cpu"), ("repository-gpu", "triton-container", "cuda")]
-)
-def test_each_repository_is_built_for_its_server(stage, target, device):
+@pytest.mark.parametrize(("stage", "device"), [("repository-cpu", "cpu"), ("repository-gpu", "cuda")])
+def test_each_repository_is_built_for_its_device(stage, device):
     (argv,) = project_commands(stage, "trocr-build")
     args = build_cli.parser().parse_args(argv)
-    assert (args.target, args.device, args.output) == (target, device, Path("/models"))
-    ServingOptions(device=args.device, precision=args.precision, target=args.target)  # a valid combination
+    assert (args.device, args.output) == (device, Path("/models"))
+    ServingOptions(device=args.device, precision=args.precision, tensorrt=args.tensorrt)  # a valid combination
 
 
 @pytest.mark.parametrize(

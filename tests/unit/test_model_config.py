@@ -111,8 +111,8 @@ def test_repository_configs_match_the_graph_dimensions():
     )
     scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
     # no `encoder` nor `decoder` model: the scheduler's engine runs both graphs itself
-    assert scheduler.parameters["encoder_onnx"].string_value == "scheduler/1/encoder.onnx"
-    assert scheduler.parameters["decoder_onnx"].string_value == "scheduler/1/decoder.onnx"
+    assert scheduler.parameters["graphs"].string_value == "scheduler/1"
+    assert scheduler.parameters["encoder_tensorrt"].string_value == "off"
     assert scheduler.parameters["encoder_max_batch_size"].string_value == str(ServingOptions().encoder_max_batch_size)
     assert scheduler.input[0].data_type == pb.TYPE_UINT8
     assert [t.name for t in trocr.input] == ["image", "max_new_tokens", "num_beams", "ignore_eos"]
@@ -150,7 +150,7 @@ def test_public_model_is_behind_a_bounded_queue_sized_by_the_options():
 
 
 def test_engine_options_are_written_and_parsed_by_one_dataclass():
-    options = EngineOptions("scheduler/1/encoder.onnx", "scheduler/1/decoder.onnx", 16, 64, 64, 16, 8192, 2**31, 0)
+    options = EngineOptions("scheduler/1", 16, 64, 64, 16, 8192, 2**31, 0, "off")
     assert EngineOptions.from_parameters(options.to_parameters()) == options
     with pytest.raises(ValueError, match="'max_request_rows' is missing"):
         EngineOptions.from_parameters({k: v for k, v in options.to_parameters().items() if k != "max_request_rows"})

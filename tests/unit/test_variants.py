@@ -14,7 +14,7 @@ from tests.conftest import Built
 from tests.reference import reference_generate
 from tests.unit.test_continuous_batching import Harness, images
 from trocr_build.repository import ServingOptions, build_repository
-from trocr_build.variants import PRECISIONS, VariantValidationError, convert_and_validate
+from trocr_build.variants import ENCODER_NORMALIZATION_NODES, PRECISIONS, VariantValidationError, convert_and_validate
 from trocr_loadtest.variant_table import encoder_speeds
 from trocr_serving import graph_names as names
 from trocr_serving.greedy import LocalGraphs, graph_paths, greedy_decode
@@ -47,8 +47,16 @@ def test_the_fp16_build_is_checked_against_fp32_on_the_samples(built_fp16):
 
 
 def test_fp16_graphs_keep_float32_where_the_serving_code_reads_them(built_fp16):
-    encoder = io_types(graph_paths(built_fp16.repository)[0])
-    assert encoder == {names.PIXELS: UINT8, names.CROSS_KEY_VALUES: FLOAT}  # the Triton config's types
+    encoder_path = graph_paths(built_fp16.repository)[0]
+    # The encoder writes float16 keys/values, bound as they are into the decoder's float16 buffers ...
+    assert io_types(encoder_path) == {names.PIXELS: UINT8, names.CROSS_KEY_VALUES: FLOAT16}
+    # ... and normalises the pixels in float32, as the image processor: a cast to float16 follows the division.
+    graph = onnx.load(str(encoder_path)).graph
+    (divide,) = [
+        node for node in graph.node if node.name.startswith(ENCODER_NORMALIZATION_NODES) and node.op_type == "Div"
+    ]
+    (consumer,) = [node for node in graph.node if divide.output[0] in node.input]
+    assert consumer.op_type == "Cast" and consumer.attribute[0].i == FLOAT16
     folder = built_fp16.repository / "scheduler" / "1"
     decoder = io_types(folder / names.DECODER_ONNX)
     assert decoder[names.TOP_LOG_PROBS] == decoder[names.LOG_PROBS] == FLOAT

@@ -1,7 +1,8 @@
-"""The decoder runner: owns the rows' cross-attention keys/values and self-attention caches, and runs steps.
+"""The model runner: runs the encoder for the rows that join, owns the rows' cross-attention keys/values and
+self-attention caches, and runs decoder steps.
 
 The row scheduler (trocr_serving.row_scheduler) says what to run; the runner holds the tensors and runs the
-graph with ONNX Runtime's I/O binding, the same code on the CPU and on a CUDA GPU:
+graphs with ONNX Runtime's I/O binding, the same code on the CPU and on a CUDA GPU:
 
 - every tensor of the decoding state lives in device memory allocated once at start (OrtValues): the
   cross-attention keys/values of each row, and two self-attention caches used in turn: a step reads the
@@ -9,8 +10,10 @@ graph with ONNX Runtime's I/O binding, the same code on the CPU and on a CUDA GP
   cache by `past_rows`, so beam reorders and rows that move cost no copy here);
 - a step binds slices of those buffers by address, uploads only the tokens and lengths, and brings back only
   the searches' candidates (rows x top_k values and ids, into host buffers reused from step to step);
-- rows that join get their image's keys/values, and rows that move get their source's, through `row_copy.onnx`
-  (an Expand), device to device.
+- the images of the groups that join are encoded in one call whose output is bound to the encoder's staging
+  buffer (trocr_serving.encoder_runner); each group's rows get their image's keys/values from there, and rows
+  that move get their source's, through `row_copy.onnx` (an Expand), device to device. What crosses to the
+  device per image is its UINT8 pixels; what comes back per step is the candidates.
 """
 
 from __future__ import annotations
@@ -23,46 +26,25 @@ import onnxruntime as ort
 
 from trocr_serving import graph_names as names
 from trocr_serving.decoder_signature import DecoderStep, StepCandidates
+from trocr_serving.device_buffer import DeviceBuffer
+from trocr_serving.encoder_runner import BoundEncoder
 from trocr_serving.execution import Execution
 from trocr_serving.onnx_runtime import create_session, input_dtype
 from trocr_serving.pipeline_config import DecoderShape
-from trocr_serving.row_scheduler import RowMove, StepPlan, StepUpdate
+from trocr_serving.row_scheduler import RowLoad, RowMove, StepPlan, StepUpdate
 
 
-class DecoderRunner(Protocol):
+class ModelRunner(Protocol):
     def execute(self, plan: StepPlan) -> StepCandidates:
-        """Load the plan's new rows, run one step of its rows; returns each row's top_k candidates (valid until
-        the next step) and keeps the step's cache until `commit`."""
+        """Encode the plan's joining images into their rows (raises EncoderError if that call fails), run one
+        step of its rows; returns each row's top_k candidates (valid until the next step) and keeps the step's
+        cache until `commit`."""
 
     def commit(self, update: StepUpdate) -> None:
         """Take the step's cache as the rows' caches, as the scheduler's writes say, then apply its row moves."""
 
     def move(self, moves: list[RowMove]) -> None:
         """Apply row moves of groups removed between steps."""
-
-
-class DeviceBuffer:
-    """A float buffer in device memory, allocated once; slices of it are bound to graphs by address."""
-
-    def __init__(self, elements: int, dtype: type, execution: Execution):
-        self.execution = execution
-        self.dtype = dtype
-        self.elements = elements
-        self.value = ort.OrtValue.ortvalue_from_shape_and_type([elements], dtype, *execution.ort_device)
-        self.address = self.value.data_ptr()
-
-    def bind_input(self, binding: ort.IOBinding, name: str, shape: tuple[int, ...], offset: int = 0) -> None:
-        binding.bind_input(name, *self.execution.ort_device, self.dtype, list(shape), self._at(offset, shape))
-
-    def bind_output(self, binding: ort.IOBinding, name: str, shape: tuple[int, ...], offset: int = 0) -> None:
-        binding.bind_output(name, *self.execution.ort_device, self.dtype, list(shape), self._at(offset, shape))
-
-    def _at(self, offset: int, shape: tuple[int, ...]) -> int:
-        """The address of element `offset`, after checking that `shape` from there fits (a graph writes a bound
-        output wherever it is told: past the end would overwrite other memory)."""
-        if offset < 0 or offset + int(np.prod(shape)) > self.elements:
-            raise RuntimeError(f"{shape} at element {offset} does not fit a buffer of {self.elements} elements")
-        return self.address + offset * np.dtype(self.dtype).itemsize
 
 
 class HostOutputs:
@@ -87,22 +69,26 @@ class HostOutputs:
         return StepCandidates(self.log_probs[:size].reshape(rows, top_k), self.ids[:size].reshape(rows, top_k))
 
 
-class BoundDecoderRunner:
+class BoundModelRunner:
     def __init__(
         self,
         shape: DecoderShape,
         max_rows: int,
         max_cache_len: int,
+        encoder: BoundEncoder,
         decoder: ort.InferenceSession,
         row_copy: ort.InferenceSession,
         execution: Execution,
     ):
         self.shape = shape
+        self.encoder = encoder
         self.max_rows = max_rows
         self.execution = execution
         self.decoder = decoder
         self.row_copy = row_copy
         self.dtype = input_dtype(decoder, names.PAST_KEY_VALUES)  # float16 in the fp16 variant
+        if encoder.dtype != self.dtype:
+            raise ValueError(f"the encoder writes {encoder.dtype.__name__}, the decoder reads {self.dtype.__name__}")
         # Each layer's cross-attention keys, then values, of every row: one part of max_rows rows after another.
         self.cross_inputs = names.cross_inputs(shape.num_layers)
         self.part_shape = shape.cross_shape(1)[3:]  # [heads, encoder_seq_len, head_dim]
@@ -127,23 +113,25 @@ class BoundDecoderRunner:
         shape: DecoderShape,
         max_cache_len: int,
         folder: Path,
+        encoder: BoundEncoder,
         execution: Execution,
         threads: int = 0,
         max_rows: int = 64,
         max_cache_bytes: int | None = None,
-    ) -> BoundDecoderRunner:
-        """The runner of a repository's decoder.onnx and row_copy.onnx (in `folder`), on `execution`'s device,
-        with `max_rows` rows, fewer if their buffers would take more than `max_cache_bytes`."""
+    ) -> BoundModelRunner:
+        """The runner of `encoder` and a repository's decoder.onnx and row_copy.onnx (in `folder`), on
+        `execution`'s device, with `max_rows` rows, fewer if their buffers would take more than
+        `max_cache_bytes`."""
         decoder = create_session(folder / names.DECODER_ONNX, threads, spinning=False, execution=execution)
         row_copy = create_session(folder / names.ROW_COPY_ONNX, 1, spinning=False, execution=execution)
         if max_cache_bytes is not None:
             itemsize = np.dtype(input_dtype(decoder, names.PAST_KEY_VALUES)).itemsize
             max_rows = max(1, min(max_rows, max_cache_bytes // shape.row_bytes(max_cache_len, itemsize)))
-        return cls(shape, max_rows, max_cache_len, decoder, row_copy, execution)
+        return cls(shape, max_rows, max_cache_len, encoder, decoder, row_copy, execution)
 
     def execute(self, plan: StepPlan) -> StepCandidates:
-        for load in plan.loads:
-            self._load(load.rows, load.cross_key_values)
+        if plan.loads:
+            self._load(plan.loads)
         rows, longest = plan.rows, int(plan.lengths.max())
         step = DecoderStep.of(plan.last_tokens, plan.lengths, None, None, plan.top_k, self.past_rows[:rows])
         binding = self.binding
@@ -179,26 +167,29 @@ class BoundDecoderRunner:
             self.past_rows[move.target] = self.past_rows[move.source]
             self._copy_cross(move.source, move.target)
 
-    def _load(self, rows: list[int], cross_key_values: np.ndarray) -> None:
-        """A joining group's rows (consecutive): its image's keys/values in each; its cache is empty (length 0),
-        so the row of the current cache it points to does not matter."""
-        self.past_rows[rows] = 0
-        parts = cross_key_values.astype(self.dtype, copy=False).reshape(len(self.cross_inputs), 1, *self.part_shape)
-        for part, source in enumerate(parts):
-            binding = self.row_copy.io_binding()
-            binding.bind_cpu_input(names.ROW_COPY_SOURCE, source)
-            self._run_copy(binding, part, rows[0], len(rows))
+    def _load(self, loads: list[RowLoad]) -> None:
+        """The joining groups' images, encoded in one call into the staging buffer, then each image's
+        keys/values copied into every row of its group (consecutive rows). Their caches are empty (length 0),
+        so the row of the current cache they point to does not matter."""
+        staged = self.encoder.encode(np.stack([load.pixels for load in loads]))
+        parts = len(self.cross_inputs)
+        for image, load in enumerate(loads):
+            self.past_rows[load.rows] = 0
+            for part in range(parts):
+                self._copy(staged, (image * parts + part) * self.row_elements, part, load.rows[0], len(load.rows))
 
     def _copy_cross(self, source: int, target: int) -> None:
         for part in range(len(self.cross_inputs)):
-            binding = self.row_copy.io_binding()
-            offset = part * self.part_elements + source * self.row_elements
-            self.cross.bind_input(binding, names.ROW_COPY_SOURCE, (1, *self.part_shape), offset)
-            self._run_copy(binding, part, target, 1)
+            self._copy(self.cross, part * self.part_elements + source * self.row_elements, part, target, 1)
 
-    def _run_copy(self, binding: ort.IOBinding, part: int, first_row: int, rows: int) -> None:
+    def _copy(self, source: DeviceBuffer, offset: int, part: int, first_row: int, rows: int) -> None:
+        """One part ([heads, encoder_seq_len, head_dim]) at element `offset` of `source` into `rows` rows of that
+        part of the rows' buffer, from `first_row` on (device to device)."""
+        binding = self.row_copy.io_binding()
+        source.bind_input(binding, names.ROW_COPY_SOURCE, (1, *self.part_shape), offset)
         shape = (rows, *self.part_shape)
         binding.bind_cpu_input(names.ROW_COPY_SHAPE, np.array(shape, dtype=np.int64))
-        offset = part * self.part_elements + first_row * self.row_elements
-        self.cross.bind_output(binding, names.ROW_COPY_TARGET, shape, offset)
+        self.cross.bind_output(
+            binding, names.ROW_COPY_TARGET, shape, part * self.part_elements + first_row * self.row_elements
+        )
         self.row_copy.run_with_iobinding(binding)
