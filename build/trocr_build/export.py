@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from trocr_build.graphs import DecoderStepGraph, EncoderGraph, PixelNormalizatio
 from trocr_serving import graph_names as names
 from trocr_serving.greedy import LocalGraphs, teacher_forced_log_probs
 from trocr_serving.onnx_runtime import GraphRunner
-from trocr_serving.pipeline_config import ImageConfig
+from trocr_serving.pipeline_config import DecoderShape, ImageConfig
 from trocr_serving.preprocessing import pixels_of
 
 LOGGER = logging.getLogger(__name__)
@@ -37,38 +36,29 @@ class ExportValidationError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class Dimensions:
-    image_size: tuple[int, int]
-    encoder_seq_len: int
-    num_layers: int
-    num_heads: int
-    head_dim: int
-    vocab_size: int
-    max_positions: int
-
-    @classmethod
-    def of(cls, model: VisionEncoderDecoderModel) -> Dimensions:
-        encoder, decoder = model.config.encoder, model.config.decoder
-        size = encoder.image_size
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-        with torch.no_grad():
-            seq_len = model.encoder(torch.zeros(1, 3, height, width)).last_hidden_state.shape[1]
-        return cls(
-            image_size=(height, width),
-            encoder_seq_len=seq_len,
-            num_layers=decoder.decoder_layers,
-            num_heads=decoder.decoder_attention_heads,
-            head_dim=decoder.d_model // decoder.decoder_attention_heads,
-            vocab_size=decoder.vocab_size,
-            max_positions=decoder.max_position_embeddings,
-        )
-
-    def cache_shape(self, batch: int, length: int) -> tuple[int, ...]:
-        return (batch, self.num_layers, 2, self.num_heads, length, self.head_dim)
+def image_size(model: VisionEncoderDecoderModel) -> tuple[int, int]:
+    """(height, width) of the images the model's encoder takes."""
+    size = model.config.encoder.image_size
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _decoder_example(dims: Dimensions, batch: int, past_len: int, seed: int) -> dict[str, torch.Tensor]:
+def decoder_shape(model: VisionEncoderDecoderModel) -> DecoderShape:
+    """The dimensions the graphs and the server's buffers follow, read from the model (the encoder's sequence
+    length by running it once on a blank image)."""
+    decoder = model.config.decoder
+    with torch.no_grad():
+        seq_len = model.encoder(torch.zeros(1, 3, *image_size(model))).last_hidden_state.shape[1]
+    return DecoderShape(
+        num_layers=decoder.decoder_layers,
+        num_heads=decoder.decoder_attention_heads,
+        head_dim=decoder.d_model // decoder.decoder_attention_heads,
+        vocab_size=decoder.vocab_size,
+        encoder_seq_len=seq_len,
+        max_positions=decoder.max_position_embeddings,
+    )
+
+
+def _decoder_example(shape: DecoderShape, batch: int, past_len: int, seed: int) -> dict[str, torch.Tensor]:
     """Random decoder inputs with a ragged cache: each row has its own length (padded on the right), and
     continues a row of a larger cache (more rows, more positions), like beam parents and rows that moved."""
     generator = torch.Generator().manual_seed(seed)
@@ -77,14 +67,14 @@ def _decoder_example(dims: Dimensions, batch: int, past_len: int, seed: int) -> 
     mask[:, past_len] = 1
     cache_rows = batch + 1
     return {
-        names.INPUT_IDS: torch.randint(0, dims.vocab_size, (batch, 1), generator=generator),
+        names.INPUT_IDS: torch.randint(0, shape.vocab_size, (batch, 1), generator=generator),
         names.POSITION_IDS: lengths[:, None].clone(),
         names.ATTENTION_MASK: mask,
-        names.PAST_KEY_VALUES: torch.randn(dims.cache_shape(cache_rows, past_len + 2), generator=generator),
+        names.PAST_KEY_VALUES: torch.randn(shape.cache_shape(cache_rows, past_len + 2), generator=generator),
         names.PAST_ROWS: torch.randint(0, cache_rows, (batch,), generator=generator),
         **{
-            name: torch.randn((batch, dims.num_heads, dims.encoder_seq_len, dims.head_dim), generator=generator)
-            for name in names.cross_inputs(dims.num_layers)
+            name: torch.randn((batch, shape.num_heads, shape.encoder_seq_len, shape.head_dim), generator=generator)
+            for name in names.cross_inputs(shape.num_layers)
         },
     }
 
@@ -134,38 +124,36 @@ def _compare(label: str, expected: dict[str, np.ndarray], actual: dict[str, np.n
     return report
 
 
-def _random_pixels(rows: int, dims: Dimensions, generator: torch.Generator) -> torch.Tensor:
-    height, width = dims.image_size
+def _random_pixels(rows: int, image: ImageConfig, generator: torch.Generator) -> torch.Tensor:
+    height, width = image.height, image.width
     return torch.randint(0, 256, (rows, 3, height, width), generator=generator, dtype=torch.uint8)
 
 
-def export_encoder(
-    model: VisionEncoderDecoderModel, dims: Dimensions, image: ImageConfig, path: Path, atol: float
-) -> dict:
+def export_encoder(model: VisionEncoderDecoderModel, image: ImageConfig, path: Path, atol: float) -> dict:
     graph = EncoderGraph(model, image).eval()
-    example = {names.PIXELS: _random_pixels(2, dims, torch.Generator().manual_seed(0))}
+    example = {names.PIXELS: _random_pixels(2, image, torch.Generator().manual_seed(0))}
     dynamic_axes = {
         names.PIXELS: {0: "batch"},
         **{name: {0: "batch"} for name in names.ENCODER_OUTPUTS},
     }
     _export(graph, example, names.ENCODER_OUTPUTS, dynamic_axes, path)
-    check = {names.PIXELS: _random_pixels(3, dims, torch.Generator().manual_seed(1))}
+    check = {names.PIXELS: _random_pixels(3, image, torch.Generator().manual_seed(1))}
     with torch.no_grad():
         expected = dict(zip(names.ENCODER_OUTPUTS, (t.numpy() for t in graph(**check))))
     actual = GraphRunner(path).run({k: v.numpy() for k, v in check.items()})
     return _compare("encoder.onnx", expected, actual, atol)
 
 
-def export_decoder(model: VisionEncoderDecoderModel, dims: Dimensions, path: Path, atol: float) -> dict:
+def export_decoder(model: VisionEncoderDecoderModel, shape: DecoderShape, path: Path, atol: float) -> dict:
     graph = DecoderStepGraph(model).eval()
-    example = _decoder_example(dims, batch=2, past_len=3, seed=0)
+    example = _decoder_example(shape, batch=2, past_len=3, seed=0)
     dynamic_axes = {
         names.INPUT_IDS: {0: "batch"},
         names.POSITION_IDS: {0: "batch"},
         names.ATTENTION_MASK: {0: "batch", 1: "past_len_plus_one"},
         names.PAST_KEY_VALUES: {0: "cache_rows", 4: "cache_len"},
         names.PAST_ROWS: {0: "batch"},
-        **{name: {0: "batch"} for name in names.cross_inputs(dims.num_layers)},
+        **{name: {0: "batch"} for name in names.cross_inputs(shape.num_layers)},
         names.LOG_PROBS: {0: "batch"},
         names.PRESENT_KEY_VALUES: {0: "batch", 4: "past_len_plus_one"},
     }
@@ -174,7 +162,7 @@ def export_decoder(model: VisionEncoderDecoderModel, dims: Dimensions, path: Pat
     runner = GraphRunner(path)
     report = {}
     for batch, past_len, top_k in ((3, 7, 8), (1, 0, 1)):
-        check = _decoder_example(dims, batch=batch, past_len=past_len, seed=batch)
+        check = _decoder_example(shape, batch=batch, past_len=past_len, seed=batch)
         with torch.no_grad():
             expected = dict(zip(names.DECODER_STEP_OUTPUTS, (t.numpy() for t in graph(*check.values()))))
         expected[names.TOP_LOG_PROBS] = -np.sort(-expected[names.LOG_PROBS], axis=-1)[:, :top_k]
@@ -239,24 +227,24 @@ def write_row_copy(path: Path, element_type: int = onnx.TensorProto.FLOAT) -> No
 
 def validate_against_reference(
     model: VisionEncoderDecoderModel,
-    dims: Dimensions,
+    shape: DecoderShape,
     image: ImageConfig,
     encoder_path: Path,
     decoder_path: Path,
     atol: float,
 ) -> dict:
     """Step the exported graphs along fixed token sequences and compare with the HF model's forward pass."""
-    steps = min(6, dims.max_positions)
+    steps = min(6, shape.max_positions)
     generator = torch.Generator().manual_seed(2)
-    pixels = _random_pixels(2, dims, generator)
-    tokens = torch.randint(0, dims.vocab_size, (2, steps), generator=generator)
+    pixels = _random_pixels(2, image, generator)
+    tokens = torch.randint(0, shape.vocab_size, (2, steps), generator=generator)
     tokens[:, 0] = model.config.decoder_start_token_id
     with torch.no_grad():
         logits = model(pixel_values=PixelNormalization(image)(pixels), decoder_input_ids=tokens).logits
     expected = torch.log_softmax(logits, dim=-1).numpy()
     graphs = LocalGraphs(encoder_path, decoder_path)
     cross = graphs.cross_key_values(pixels.numpy())
-    got = teacher_forced_log_probs(graphs.step, cross, tokens.numpy(), dims.cache_shape(2, 0))
+    got = teacher_forced_log_probs(graphs.step, cross, tokens.numpy(), shape.cache_shape(2, 0))
     return _compare(
         "encoder.onnx + decoder.onnx vs Hugging Face forward",
         {"log_probs": expected},

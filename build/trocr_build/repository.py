@@ -15,9 +15,10 @@ import torch
 from transformers import AutoProcessor, VisionEncoderDecoderModel
 
 from trocr_build.export import (
-    Dimensions,
+    decoder_shape,
     export_decoder,
     export_encoder,
+    image_size,
     validate_against_reference,
     validate_pixels,
     write_row_copy,
@@ -37,7 +38,6 @@ from trocr_serving.execution import DEVICES, INSTANCE_KINDS
 from trocr_serving.pipeline_config import (
     BUILD_INFO_FILE,
     TOKENIZER_FILE,
-    DecoderShape,
     GenerationDefaults,
     ImageConfig,
     PipelineConfig,
@@ -129,26 +129,20 @@ def image_config(image_processor, height: int, width: int) -> ImageConfig:
     )
 
 
-def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimensions, source: str) -> PipelineConfig:
+def pipeline_config(model: VisionEncoderDecoderModel, processor, source: str) -> PipelineConfig:
     generation = model.generation_config
     max_new_tokens = generation.max_new_tokens or (generation.max_length - 1)
     tokenizer = processor.tokenizer
+    shape = decoder_shape(model)
     return PipelineConfig(
         source_model=source,
-        image=image_config(processor.image_processor, *dims.image_size),
-        decoder=DecoderShape(
-            num_layers=dims.num_layers,
-            num_heads=dims.num_heads,
-            head_dim=dims.head_dim,
-            vocab_size=dims.vocab_size,
-            encoder_seq_len=dims.encoder_seq_len,
-            max_positions=dims.max_positions,
-        ),
+        image=image_config(processor.image_processor, *image_size(model)),
+        decoder=shape,
         generation=GenerationDefaults(
             decoder_start_token_id=int(model.config.decoder_start_token_id),
             eos_token_id=int(generation.eos_token_id),
             pad_token_id=int(generation.pad_token_id),
-            max_new_tokens=int(min(max_new_tokens, dims.max_positions - 1)),
+            max_new_tokens=int(min(max_new_tokens, shape.max_positions - 1)),
             num_beams=int(generation.num_beams or 1),
             length_penalty=float(generation.length_penalty if generation.length_penalty is not None else 1.0),
             early_stopping=generation.early_stopping if generation.early_stopping is not None else False,
@@ -162,10 +156,10 @@ def pipeline_config(model: VisionEncoderDecoderModel, processor, dims: Dimension
 GRAPHS_FOLDER = f"{sp.MODEL_NAME}/1"
 
 
-def model_configs(dims: Dimensions, options: ServingOptions, model: str) -> list[ModelConfig]:
+def model_configs(image: ImageConfig, options: ServingOptions, model: str) -> list[ModelConfig]:
     """The models' configs; `model` (the id built from) is a parameter of the public model, so a client can
     tell which weights a server serves."""
-    height, width = dims.image_size
+    height, width = image.height, image.width
     # The Python models are not batched by Triton (model_config: an empty batch crashes Triton 2.51): their
     # tensors carry the batch dimension (-1), and each model bounds its rows itself.
     scheduler = ModelConfig(
@@ -248,25 +242,26 @@ def build_repository(
     started = time.monotonic()
     options = options or ServingOptions()
     hf_model, processor, source = load_model(model, cache_dir)
-    dims = Dimensions.of(hf_model)
     output.mkdir(parents=True, exist_ok=True)
     _write_model_folders(output)
     encoder_path = output / GRAPHS_FOLDER / names.ENCODER_ONNX
     decoder_path = output / GRAPHS_FOLDER / names.DECODER_ONNX
-    pipeline = pipeline_config(hf_model, processor, dims, source)
+    pipeline = pipeline_config(hf_model, processor, source)
     sample_images = [decode_image(path.read_bytes()) for path in sample_paths()]
     with torch.no_grad():
         report = {
             "pixels": validate_pixels(processor.image_processor, pipeline.image, sample_images),
-            "encoder": export_encoder(hf_model, dims, pipeline.image, encoder_path, atol),
-            "decoder": export_decoder(hf_model, dims, decoder_path, atol),
-            "reference": validate_against_reference(hf_model, dims, pipeline.image, encoder_path, decoder_path, atol),
+            "encoder": export_encoder(hf_model, pipeline.image, encoder_path, atol),
+            "decoder": export_decoder(hf_model, pipeline.decoder, decoder_path, atol),
+            "reference": validate_against_reference(
+                hf_model, pipeline.decoder, pipeline.image, encoder_path, decoder_path, atol
+            ),
         }
     precision = PRECISIONS[options.precision]
     samples = pixels_of(sample_images, pipeline.image)
     variant = convert_and_validate(precision, encoder_path, decoder_path, pipeline, samples, options.device)
     write_row_copy(decoder_path.parent / names.ROW_COPY_ONNX, precision.cache_type)
-    for config in model_configs(dims, options, model):
+    for config in model_configs(pipeline.image, options, model):
         (output / config.name / "config.pbtxt").write_text(config.to_pbtxt())
     trocr_dir = output / protocol.MODEL_NAME / "1"
     for model_name in (protocol.MODEL_NAME, sp.MODEL_NAME):

@@ -3,7 +3,9 @@
 - Hugging Face `transformers` `generate()` (PyTorch), at a given batch size;
 - a plain in-process ONNX Runtime greedy loop on the project's own graphs (decode, preprocess, encode,
   greedy decode), one image at a time: the floor for the server's latency at concurrency 1;
-- the encoder alone at batch 1 (the ceiling of any end-to-end figure on a CPU);
+- the encoder alone at batch 1 (the ceiling of any end-to-end figure on a CPU), ONNX Runtime's on the
+  project's graph and PyTorch's (the model's encoder and its decoder's cross-attention projections, what the
+  graph computes): which of the two kernels' sets is faster on this machine;
 - the in-process ceiling: encoder at batch 1 plus the batched decoder steps of a batch of `batch` images,
   per image (what a perfect scheduler with no serving overhead would reach).
 
@@ -79,7 +81,7 @@ def onnxruntime_loop(graphs: RepositoryGraphs, images: list[bytes], tokens: int,
 def encoder_only(graphs: RepositoryGraphs, images: list[bytes], calls: int) -> BaselineResult:
     pixels = graphs.pixels(images)
     return _timed(
-        "encoder alone (ceiling for any end-to-end figure)",
+        "encoder alone, ONNX Runtime (ceiling for any end-to-end figure)",
         1,
         lambda i: graphs.cross_key_values(pixels[i % len(images)][None]),
         calls,
@@ -104,23 +106,57 @@ def in_process_ceiling(graphs: RepositoryGraphs, images: list[bytes], tokens: in
     return 1.0 / per_image_s, per_image_s, encoder_s, best_s / tokens
 
 
+def _torch_model(model_dir: str, device: str, dtype: str):
+    import torch
+    from transformers import AutoProcessor, VisionEncoderDecoderModel
+
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
+    model = VisionEncoderDecoderModel.from_pretrained(model_dir).eval().to(device=device, dtype=torch_dtype)
+    return model, AutoProcessor.from_pretrained(model_dir, use_fast=False), torch_dtype
+
+
+def _pixel_values(processor, images: list[bytes]):
+    from PIL import Image
+
+    return processor(
+        images=[Image.open(io.BytesIO(d)).convert("RGB") for d in images], return_tensors="pt"
+    ).pixel_values
+
+
+def torch_encoder_only(model_dir: str, images: list[bytes], calls: int, device: str = "cpu") -> BaselineResult:
+    """PyTorch's encoder at batch 1 in fp32, with the decoder's cross-attention key and value projections (what
+    encoder.onnx computes: trocr_build.graphs.EncoderGraph)."""
+    import torch
+
+    model, processor, _ = _torch_model(model_dir, device, "fp32")
+    pixel_values = _pixel_values(processor, images).to(device)
+    project = getattr(model, "enc_to_dec_proj", None)
+    layers = model.decoder.model.decoder.layers
+
+    def run(index: int) -> None:
+        with torch.inference_mode():
+            hidden = model.encoder(pixel_values=pixel_values[index % len(images)][None]).last_hidden_state
+            hidden = project(hidden) if project is not None else hidden
+            keys_values = [
+                p(hidden) for layer in layers for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)
+            ]
+            keys_values[-1].sum().item()  # waits for the device
+
+    return _timed(f"encoder alone, PyTorch {torch.__version__.split('+')[0]}", 1, run, calls)
+
+
 def transformers_generate(
     model_dir: str, images: list[bytes], tokens: int, batch: int, calls: int, device: str = "cpu", dtype: str = "fp32"
 ):
     """Hugging Face generate() on `device` ("cpu" or "cuda"), weights and inputs in `dtype` ("fp32" or "fp16")."""
     import torch
-    from PIL import Image
-    from transformers import AutoProcessor, VisionEncoderDecoderModel
 
-    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
-    model = VisionEncoderDecoderModel.from_pretrained(model_dir).eval().to(device=device, dtype=torch_dtype)
-    processor = AutoProcessor.from_pretrained(model_dir, use_fast=False)
+    model, processor, torch_dtype = _torch_model(model_dir, device, dtype)
 
     def run(index: int) -> None:
         chosen = [images[(index * batch + j) % len(images)] for j in range(batch)]
-        pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in chosen]
         with torch.inference_mode():
-            pixel_values = processor(images=pil, return_tensors="pt").pixel_values.to(device=device, dtype=torch_dtype)
+            pixel_values = _pixel_values(processor, chosen).to(device=device, dtype=torch_dtype)
             out = model.generate(
                 pixel_values, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1, do_sample=False
             )
@@ -136,7 +172,6 @@ def optimum_generate(
 ):
     """optimum's ORTModelForVision2Seq (its own export: encoder + merged decoder with past) on ONNX Runtime."""
     from optimum.onnxruntime import ORTModelForVision2Seq
-    from PIL import Image
     from transformers import AutoProcessor
 
     exported = cache_dir / f"optimum-{Path(model_dir).name}"
@@ -148,8 +183,7 @@ def optimum_generate(
 
     def run(index: int) -> None:
         chosen = [images[(index * batch + j) % len(images)] for j in range(batch)]
-        pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in chosen]
-        pixel_values = processor(images=pil, return_tensors="pt").pixel_values
+        pixel_values = _pixel_values(processor, chosen)
         model.generate(pixel_values, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=1, do_sample=False)
 
     import onnxruntime

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trocr_build.export import Dimensions
 from trocr_build.repository import ServingOptions, build_repository, model_configs
 from trocr_serving import graph_names as names
 from trocr_serving.engine import EngineOptions
 from trocr_serving.execution import TENSORRT_CACHE_DIR, Execution
 from trocr_serving.launcher import ServerError, check_repository, model_configs_of
+from trocr_serving.pipeline_config import PipelineConfig
 
 
 def test_the_repository_is_python_models_only_with_the_engines_graphs_in_the_scheduler(built_tiny):
@@ -46,7 +46,8 @@ def test_a_rebuild_removes_the_native_models_of_earlier_formats(built_tiny, tmp_
 
 def test_tensorrt_is_an_option_of_the_engines_encoder_on_a_gpu(built_tiny):
     options = ServingOptions(device="cuda", precision="fp16", tensorrt=True)
-    (scheduler,) = [c for c in model_configs(Dimensions.of(built_tiny.model), options, "m") if c.name == "scheduler"]
+    image = PipelineConfig.load(built_tiny.repository / "scheduler" / "1").image
+    (scheduler,) = [c for c in model_configs(image, options, "m") if c.name == "scheduler"]
     assert EngineOptions.from_parameters(scheduler.parameters).encoder_tensorrt == "fp16"
     providers = Execution("cuda", 1).tensorrt_providers(True, names.PIXELS, ((1, 3, 8, 8), (8, 3, 8, 8), (16, 3, 8, 8)))
     (tensorrt, tensorrt_options), (cuda, cuda_options) = providers

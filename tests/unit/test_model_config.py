@@ -2,11 +2,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trocr_build.export import Dimensions
 from trocr_build.model_config import DynamicBatching, ModelConfig, ModelConfigError, QueuePolicy, Tensor
 from trocr_build.repository import ServingOptions, model_configs
 from trocr_serving.engine import EngineOptions
 from trocr_serving.execution import Execution
+from trocr_serving.pipeline_config import ImageConfig
 
 
 def config(**overrides) -> ModelConfig:
@@ -99,17 +99,12 @@ def test_invalid_fields_are_named(overrides, message):
         config(**overrides).to_pbtxt()
 
 
+def image(height: int, width: int) -> ImageConfig:
+    return ImageConfig(height, width, 2, 1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
 def test_repository_configs_match_the_graph_dimensions():
-    dims = Dimensions(
-        image_size=(384, 384),
-        encoder_seq_len=578,
-        num_layers=6,
-        num_heads=8,
-        head_dim=32,
-        vocab_size=64044,
-        max_positions=512,
-    )
-    scheduler, trocr = (parsed(c) for c in model_configs(dims, ServingOptions(), "random:tiny"))
+    scheduler, trocr = (parsed(c) for c in model_configs(image(384, 384), ServingOptions(), "random:tiny"))
     # no `encoder` nor `decoder` model: the scheduler's engine runs both graphs itself
     assert scheduler.parameters["graphs"].string_value == "scheduler/1"
     assert scheduler.parameters["encoder_tensorrt"].string_value == "off"
@@ -139,9 +134,8 @@ def test_queue_policy_needs_room():
 
 
 def test_public_model_is_behind_a_bounded_queue_sized_by_the_options():
-    dims = Dimensions((64, 64), 17, 1, 1, 4, 10, 33)
     options = ServingOptions(trocr_instances=3, trocr_max_queue_size=5, default_request_timeout_s=2.5)
-    trocr = parsed(model_configs(dims, options, "random:tiny")[-1])
+    trocr = parsed(model_configs(image(64, 64), options, "random:tiny")[-1])
     assert trocr.instance_group[0].count == 3
     assert list(trocr.dynamic_batching.preferred_batch_size) == []  # the batcher is only the queue
     assert trocr.dynamic_batching.default_queue_policy.max_queue_size == 5
