@@ -20,8 +20,8 @@ import torch
 from transformers import VisionEncoderDecoderModel
 
 from trocr_build.graphs import DecoderStepGraph, EncoderGraph, PixelNormalization
+from trocr_build.greedy import LocalGraphs, teacher_forced_log_probs
 from trocr_serving import graph_names as names
-from trocr_serving.greedy import LocalGraphs, teacher_forced_log_probs
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import DecoderShape, ImageConfig
 from trocr_serving.preprocessing import pixels_of

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from trocr_client.protocol import TensorSpec
 from trocr_serving.execution import INSTANCE_KINDS
 
 DATA_TYPES = {
@@ -31,6 +32,13 @@ class Tensor:
     dims: tuple[int, ...]  # without the batch dimension; -1 is variable
     optional: bool = False
     reshape: tuple[int, ...] | None = None  # shape the model sees (e.g. () for one scalar per batch row)
+
+    @classmethod
+    def of(cls, spec: TensorSpec, dims: tuple[int, ...] | None = None) -> Tensor:
+        """A tensor of a model's contract (`dims`: where the spec leaves a dimension to the model); a per-image
+        tensor, sent as [images, 1], is read by the model as [images]."""
+        reshape = (-1,) if spec.per_image else None
+        return cls(spec.name, spec.datatype, dims or spec.shape, optional=spec.optional, reshape=reshape)
 
     def validate(self, where: str) -> None:
         if not self.name:

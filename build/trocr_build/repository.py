@@ -159,21 +159,15 @@ GRAPHS_FOLDER = f"{sp.MODEL_NAME}/1"
 def model_configs(image: ImageConfig, options: ServingOptions, model: str) -> list[ModelConfig]:
     """The models' configs; `model` (the id built from) is a parameter of the public model, so a client can
     tell which weights a server serves."""
-    height, width = image.height, image.width
     # The Python models are not batched by Triton (model_config: an empty batch crashes Triton 2.51): their
     # tensors carry the batch dimension (-1), and each model bounds its rows itself.
+    image_shape = {names.PIXELS: (-1, 3, image.height, image.width)}
     scheduler = ModelConfig(
         name=sp.MODEL_NAME,
         max_batch_size=0,
-        inputs=(
-            Tensor(names.PIXELS, "UINT8", (-1, 3, height, width)),
-            Tensor(sp.MAX_NEW_TOKENS, "INT32", (-1,)),
-            Tensor(sp.NUM_BEAMS, "INT32", (-1,)),
-            Tensor(sp.IGNORE_EOS, "BOOL", (-1,)),
-        ),
+        inputs=tuple(Tensor.of(spec, image_shape.get(spec.name)) for spec in sp.INPUTS),
         outputs=(
-            Tensor(sp.TOKEN_IDS, "INT32", (-1, -1)),
-            Tensor(sp.SCORE, "FP32", (-1,)),
+            *(Tensor.of(spec) for spec in sp.OUTPUTS),
             *(Tensor(name, "BYTES", (1,)) for name in STATUS_OUTPUTS),
         ),
         decoupled=True,
@@ -185,25 +179,12 @@ def model_configs(image: ImageConfig, options: ServingOptions, model: str) -> li
             **{f.name: getattr(options, f.name) for f in dataclasses.fields(EngineOptions) if hasattr(options, f.name)},
         ).to_parameters(),
     )
-    # Callers send [images, 1] (the KServe shape of a batched model); the model sees one value per image.
-    row, rows = (-1, 1), (-1,)
     default_timeout_us = int(options.default_request_timeout_s * 1e6)
     trocr = ModelConfig(
         name=protocol.MODEL_NAME,
         max_batch_size=0,
-        inputs=(
-            Tensor(protocol.INPUT_IMAGE, "BYTES", row, reshape=rows),
-            Tensor(protocol.INPUT_MAX_NEW_TOKENS, "INT32", row, optional=True, reshape=rows),
-            Tensor(protocol.INPUT_NUM_BEAMS, "INT32", row, optional=True, reshape=rows),
-            Tensor(protocol.INPUT_IGNORE_EOS, "BOOL", row, optional=True, reshape=rows),
-        ),
-        outputs=(
-            Tensor(protocol.OUTPUT_TEXT, "BYTES", row, reshape=rows),
-            Tensor(protocol.OUTPUT_SCORE, "FP32", row, reshape=rows),
-            Tensor(protocol.OUTPUT_TOKEN_IDS, "INT32", (-1, -1)),
-            Tensor(protocol.OUTPUT_ERROR_CODE, "INT32", row, reshape=rows),
-            Tensor(protocol.OUTPUT_ERROR, "BYTES", row, reshape=rows),
-        ),
+        inputs=tuple(Tensor.of(spec) for spec in protocol.INPUTS),
+        outputs=tuple(Tensor.of(spec) for spec in protocol.OUTPUTS),
         instance_count=options.trocr_instances,
         dynamic_batching=DynamicBatching(
             # One request per execute() (an instance serves one at a time): the dynamic batcher is the queue

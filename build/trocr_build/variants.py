@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from trocr_build.greedy import LocalGraphs, greedy_decode, teacher_forced_log_probs
 from trocr_serving import graph_names as names
 from trocr_serving.execution import CPU, Execution, visible_gpus
-from trocr_serving.greedy import LocalGraphs, greedy_decode, teacher_forced_log_probs
 from trocr_serving.pipeline_config import PipelineConfig
 
 LOGGER = logging.getLogger(__name__)

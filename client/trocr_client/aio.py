@@ -37,19 +37,8 @@ from trocr_client.wire import Result, build_inputs, parse_outputs
 
 DEFAULT_URL = "127.0.0.1:8001"
 # The tensors this client sends and reads, by name and type: checked against the model's metadata at connect.
-EXPECTED_INPUTS = {
-    protocol.INPUT_IMAGE: "BYTES",
-    protocol.INPUT_MAX_NEW_TOKENS: "INT32",
-    protocol.INPUT_NUM_BEAMS: "INT32",
-    protocol.INPUT_IGNORE_EOS: "BOOL",
-}
-EXPECTED_OUTPUTS = {
-    protocol.OUTPUT_TEXT: "BYTES",
-    protocol.OUTPUT_SCORE: "FP32",
-    protocol.OUTPUT_TOKEN_IDS: "INT32",
-    protocol.OUTPUT_ERROR_CODE: "INT32",
-    protocol.OUTPUT_ERROR: "BYTES",
-}
+EXPECTED_INPUTS = {spec.name: spec.datatype for spec in protocol.INPUTS}
+EXPECTED_OUTPUTS = {spec.name: spec.datatype for spec in protocol.OUTPUTS}
 DEFAULT_RETRY = RetryPolicy()
 # tritonclient's channel options, and a short reconnection backoff: gRPC's own grows to 120 s, so a channel
 # to a server that restarted would refuse every retry for minutes after the server is back.

@@ -6,13 +6,49 @@ This module imports nothing heavy: the server-side models import it too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 MODEL_NAME = "trocr"
+
+# KServe's datatypes of the tensors of this project's models, and numpy's name for each.
+NUMPY_TYPES = {"BYTES": "object", "INT32": "int32", "BOOL": "bool", "FP32": "float32", "UINT8": "uint8"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a model's contract, declared once: the build generates the model's config from it, the
+    client checks the served model against it and builds its requests with it, the model writes its responses
+    with it."""
+
+    name: str
+    datatype: str  # KServe's (a key of NUMPY_TYPES)
+    shape: tuple[int, ...]  # as sent or returned, -1 variable; the first dimension is the images
+    optional: bool = False  # an input the caller may leave out
+
+    @property
+    def numpy_dtype(self) -> str:
+        return NUMPY_TYPES[self.datatype]
+
+    @property
+    def per_image(self) -> bool:
+        """One value per image, sent as [images, 1] (the KServe shape of a batched model); the model reads [images]."""
+        return self.shape == PER_IMAGE
+
+
+PER_IMAGE = (-1, 1)
 
 # Inputs (one value per batch row).
 INPUT_IMAGE = "image"  # BYTES: one encoded image (PNG, JPEG, TIFF, BMP, WebP)
 INPUT_MAX_NEW_TOKENS = "max_new_tokens"  # INT32, optional
 INPUT_NUM_BEAMS = "num_beams"  # INT32, optional
 INPUT_IGNORE_EOS = "ignore_eos"  # BOOL, optional; benchmarks only: generate exactly max_new_tokens
+
+INPUTS = (
+    TensorSpec(INPUT_IMAGE, "BYTES", PER_IMAGE),
+    TensorSpec(INPUT_MAX_NEW_TOKENS, "INT32", PER_IMAGE, optional=True),
+    TensorSpec(INPUT_NUM_BEAMS, "INT32", PER_IMAGE, optional=True),
+    TensorSpec(INPUT_IGNORE_EOS, "BOOL", PER_IMAGE, optional=True),
+)
 
 # Request-level KServe `parameters` the model takes, for callers without per-row tensors (JSON over HTTP, any
 # KServe client): max_new_tokens, num_beams and ignore_eos apply to every image (send each either as a tensor
@@ -30,6 +66,14 @@ TOKEN_IDS_PADDING = -1
 # gets its own answer, and a bad one its own error beside its neighbours' texts.
 OUTPUT_ERROR_CODE = "error_code"  # INT32: 0 when transcribed, else the gRPC status code this image alone would get
 OUTPUT_ERROR = "error"  # BYTES: empty when transcribed, else the message naming the image's problem
+OUTPUTS = (
+    TensorSpec(OUTPUT_TEXT, "BYTES", PER_IMAGE),
+    TensorSpec(OUTPUT_SCORE, "FP32", PER_IMAGE),
+    TensorSpec(OUTPUT_TOKEN_IDS, "INT32", (-1, -1)),
+    TensorSpec(OUTPUT_ERROR_CODE, "INT32", PER_IMAGE),
+    TensorSpec(OUTPUT_ERROR, "BYTES", PER_IMAGE),
+)
+SPECS = {spec.name: spec for spec in (*INPUTS, *OUTPUTS)}
 ALL_IMAGES_BAD = "every image of the request is bad"  # how an INVALID_ARGUMENT for that case begins
 ERROR_CODE_OK = 0
 ERROR_CODE_INVALID_ARGUMENT = 3  # gRPC INVALID_ARGUMENT: an image that cannot be decoded or is out of bounds

@@ -33,17 +33,20 @@ def build_inputs(
 ) -> list[grpcclient.InferInput]:
     """The request tensors: one row per image, shape [rows, 1]; parameters left out take the model's defaults."""
     rows = len(encoded)
-    images = grpcclient.InferInput(protocol.INPUT_IMAGE, [rows, 1], "BYTES")
-    images.set_data_from_numpy(np.array(list(encoded), dtype=object).reshape(rows, 1))
-    inputs = [images]
-    for name, value, dtype, triton_type in (
-        (protocol.INPUT_MAX_NEW_TOKENS, max_new_tokens, np.int32, "INT32"),
-        (protocol.INPUT_NUM_BEAMS, num_beams, np.int32, "INT32"),
-        (protocol.INPUT_IGNORE_EOS, ignore_eos, bool, "BOOL"),
-    ):
+    values = {
+        protocol.INPUT_IMAGE: list(encoded),
+        protocol.INPUT_MAX_NEW_TOKENS: max_new_tokens,
+        protocol.INPUT_NUM_BEAMS: num_beams,
+        protocol.INPUT_IGNORE_EOS: ignore_eos,
+    }
+    inputs = []
+    for spec in protocol.INPUTS:
+        value = values[spec.name]
         if value is not None:
-            tensor = grpcclient.InferInput(name, [rows, 1], triton_type)
-            tensor.set_data_from_numpy(np.full((rows, 1), value, dtype=dtype))
+            tensor = grpcclient.InferInput(spec.name, [rows, 1], spec.datatype)
+            array = np.empty(rows, dtype=spec.numpy_dtype)
+            array[:] = value
+            tensor.set_data_from_numpy(array.reshape(rows, 1))
             inputs.append(tensor)
     return inputs
 

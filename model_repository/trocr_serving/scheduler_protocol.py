@@ -7,31 +7,41 @@ from dataclasses import dataclass
 import numpy as np
 
 from trocr_client import protocol
+from trocr_client.protocol import TensorSpec
 from trocr_serving import graph_names as names
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import InvalidRequestError
 from trocr_serving.requests import per_row
 from trocr_serving.search import SearchParams, SearchResult
+from trocr_serving.tensors import output_tensors
 
 MODEL_NAME = "scheduler"
 
-MAX_NEW_TOKENS = "max_new_tokens"  # INT32 [images]
-NUM_BEAMS = "num_beams"  # INT32 [images]
-IGNORE_EOS = "ignore_eos"  # BOOL [images]
-INPUTS = (names.PIXELS, MAX_NEW_TOKENS, NUM_BEAMS, IGNORE_EOS)
+MAX_NEW_TOKENS = "max_new_tokens"
+NUM_BEAMS = "num_beams"
+IGNORE_EOS = "ignore_eos"
+TOKEN_IDS = protocol.OUTPUT_TOKEN_IDS
+SCORE = protocol.OUTPUT_SCORE
 
-TOKEN_IDS = protocol.OUTPUT_TOKEN_IDS  # INT32 [images, longest], padded
-SCORE = protocol.OUTPUT_SCORE  # FP32 [images]
-OUTPUTS = (TOKEN_IDS, SCORE)
+
+INPUTS = (
+    # Resized as the image processor does; height and width are the model's (its config states them).
+    TensorSpec(names.PIXELS, "UINT8", (-1, 3, -1, -1)),
+    TensorSpec(MAX_NEW_TOKENS, "INT32", (-1,)),
+    TensorSpec(NUM_BEAMS, "INT32", (-1,)),
+    TensorSpec(IGNORE_EOS, "BOOL", (-1,)),
+)
+INPUT_NAMES = tuple(spec.name for spec in INPUTS)
+OUTPUTS = (
+    TensorSpec(TOKEN_IDS, "INT32", (-1, -1)),  # padded with protocol.TOKEN_IDS_PADDING
+    TensorSpec(SCORE, "FP32", (-1,)),
+)
+OUTPUT_NAMES = tuple(spec.name for spec in OUTPUTS)
 
 
 def request_arrays(pixels, max_new_tokens, num_beams, ignore_eos) -> dict[str, np.ndarray]:
-    return {
-        names.PIXELS: np.ascontiguousarray(pixels, dtype=np.uint8),
-        MAX_NEW_TOKENS: np.asarray(max_new_tokens, dtype=np.int32),
-        NUM_BEAMS: np.asarray(num_beams, dtype=np.int32),
-        IGNORE_EOS: np.asarray(ignore_eos, dtype=bool),
-    }
+    values = (pixels, max_new_tokens, num_beams, ignore_eos)
+    return {spec.name: np.ascontiguousarray(value, dtype=spec.numpy_dtype) for spec, value in zip(INPUTS, values)}
 
 
 def search_params(inputs: dict[str, np.ndarray], config: PipelineConfig) -> list[SearchParams]:
@@ -89,12 +99,12 @@ class RequestLimits:
 
 def padded_token_ids(results: list[SearchResult]) -> np.ndarray:
     longest = max(len(r.token_ids) for r in results)
-    token_ids = np.full((len(results), longest), protocol.TOKEN_IDS_PADDING, dtype=np.int32)
+    token_ids = np.full((len(results), longest), protocol.TOKEN_IDS_PADDING, dtype=np.int64)
     for row, result in enumerate(results):
         token_ids[row, : len(result.token_ids)] = result.token_ids
     return token_ids
 
 
 def result_tensors(results: list[SearchResult], tensor_type) -> list:
-    scores = np.array([r.score for r in results], dtype=np.float32)
-    return [tensor_type(TOKEN_IDS, padded_token_ids(results)), tensor_type(SCORE, scores)]
+    values = {TOKEN_IDS: padded_token_ids(results), SCORE: [r.score for r in results]}
+    return output_tensors(OUTPUTS, values, tensor_type)

@@ -9,10 +9,10 @@ import pytest
 
 from tests.images import sample_paths, text_line
 from tests.reference import reference_generate
+from trocr_build.greedy import LocalGraphs, graph_paths
 from trocr_serving import graph_names as names
 from trocr_serving.encoder_runner import BoundEncoder
 from trocr_serving.execution import CPU
-from trocr_serving.greedy import LocalGraphs, graph_paths
 from trocr_serving.model_runner import BoundModelRunner
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import decode_image, pixels_of

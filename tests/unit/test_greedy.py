@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from trocr_build.greedy import greedy_decode
 from trocr_serving import graph_names as names
-from trocr_serving.greedy import greedy_decode
 from trocr_serving.pipeline_config import DecoderShape, GenerationDefaults, ImageConfig, PipelineConfig
 
 EOS = 2

@@ -2,8 +2,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from trocr_build.model_config import DynamicBatching, ModelConfig, ModelConfigError, QueuePolicy, Tensor
+from trocr_build.model_config import DATA_TYPES, DynamicBatching, ModelConfig, ModelConfigError, QueuePolicy, Tensor
 from trocr_build.repository import ServingOptions, model_configs
+from trocr_client import protocol
+from trocr_client.aio import EXPECTED_INPUTS
+from trocr_serving import scheduler_protocol as sp
 from trocr_serving.engine import EngineOptions
 from trocr_serving.execution import Execution
 from trocr_serving.pipeline_config import ImageConfig
@@ -173,3 +176,17 @@ def test_cuda_sessions_get_the_providers_of_their_instance():
     ((name, options),) = execution.providers()
     assert name == "CUDAExecutionProvider" and options["device_id"] == "3"
     assert Execution.of_instance({"model_instance_kind": "CPU"}).providers() == ["CPUExecutionProvider"]
+
+
+def test_both_models_configs_are_generated_from_their_contracts_specs():
+    """trocr's and the scheduler's tensors are declared once (trocr_client.protocol, scheduler_protocol) and the
+    configs, the client's contract check and the models' arrays all read those declarations."""
+    scheduler, trocr = (parsed(c) for c in model_configs(image(384, 384), ServingOptions(), "random:tiny"))
+    for config, inputs, outputs in ((trocr, protocol.INPUTS, protocol.OUTPUTS), (scheduler, sp.INPUTS, sp.OUTPUTS)):
+        declared = [(t.name, t.data_type, t.optional) for t in config.input]
+        assert declared == [(s.name, DATA_TYPES[s.datatype], s.optional) for s in inputs]
+        assert [t.name for t in config.output][: len(outputs)] == [s.name for s in outputs]
+        for tensor, spec in zip([*config.input, *config.output], [*inputs, *outputs]):
+            assert list(tensor.reshape.shape) == ([-1] if spec.per_image else []), tensor.name
+    assert {s.name: s.datatype for s in protocol.INPUTS} == EXPECTED_INPUTS
+    assert list(scheduler.input[0].dims) == [-1, 3, 384, 384]  # the model's image size where the spec leaves it

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
+from trocr_build.greedy import graph_paths
 from trocr_build.repository import ensure_repository
 from trocr_build.synthetic_lines import (
     CHARSET,
@@ -27,7 +28,6 @@ from trocr_build.train import CHUNK_LINES, RenderedLines, server_image_config
 from trocr_build.train import main as train_main
 from trocr_build.trained_models import SHIPPED_MODELS_DIR, resolve_model, weights_digest
 from trocr_loadtest.eval_sets import MANIFEST_FILE, load_manifest
-from trocr_serving.greedy import graph_paths
 
 
 @pytest.fixture(scope="module")

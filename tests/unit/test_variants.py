@@ -13,11 +13,11 @@ import pytest
 from tests.conftest import Built
 from tests.reference import reference_generate
 from tests.unit.test_continuous_batching import Harness, images
+from trocr_build.greedy import LocalGraphs, graph_paths, greedy_decode
 from trocr_build.repository import ServingOptions, build_repository
 from trocr_build.variants import ENCODER_NORMALIZATION_NODES, PRECISIONS, VariantValidationError, convert_and_validate
 from trocr_loadtest.variant_table import encoder_speeds
 from trocr_serving import graph_names as names
-from trocr_serving.greedy import LocalGraphs, graph_paths, greedy_decode
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.preprocessing import decode_image, pixels_of
 

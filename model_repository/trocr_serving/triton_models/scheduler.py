@@ -88,7 +88,7 @@ class TritonPythonModel:
     async def _serve(self, request):
         sender = request.get_response_sender()
         try:
-            inputs = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in sp.INPUTS}
+            inputs = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in sp.INPUT_NAMES}
             timeout_us = request.timeout()
             ticket = Ticket(
                 is_cancelled=request.is_cancelled,

@@ -39,6 +39,7 @@ from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
 from trocr_serving.refusals import InvalidRequestError, Refusal
 from trocr_serving.requests import parse_request, request_parameters
 from trocr_serving.stubs import restrict_own_shm_region
+from trocr_serving.tensors import output_tensors
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,15 +106,15 @@ class TritonPythonModel:
         # The deadline (the KServe `timeout`, else the server's default) bounded the request's wait in Triton's
         # queue; from here it bounds its work, so that work for a client that left ends.
         timeout_us = request.timeout() or self.default_timeout_us
-        outputs = await infer_decoupled_async(self.scheduler, inputs, list(sp.OUTPUTS), timeout_us=timeout_us)
+        outputs = await infer_decoupled_async(self.scheduler, inputs, list(sp.OUTPUT_NAMES), timeout_us=timeout_us)
         return self._response(job, outputs[sp.TOKEN_IDS], outputs[sp.SCORE])
 
     def _response(self, job, token_ids: np.ndarray, scores: np.ndarray):
         """Every input image's row: the good images' results, the bad ones' errors (empty text, no tokens)."""
         rows, good = len(job.errors), job.good_rows
-        all_ids = np.full((rows, token_ids.shape[1]), protocol.TOKEN_IDS_PADDING, dtype=np.int32)
+        all_ids = np.full((rows, token_ids.shape[1]), protocol.TOKEN_IDS_PADDING, dtype=token_ids.dtype)
         all_ids[good] = token_ids
-        all_scores = np.zeros(rows, dtype=np.float32)
+        all_scores = np.zeros(rows, dtype=scores.dtype)
         all_scores[good] = scores
         texts = [
             self.detokenizer.decode([int(t) for t in row if t != protocol.TOKEN_IDS_PADDING]).encode()
@@ -122,14 +123,11 @@ class TritonPythonModel:
         codes = [protocol.ERROR_CODE_OK if e is None else protocol.ERROR_CODE_INVALID_ARGUMENT for e in job.errors]
         self.metrics.images.increment(rows)
         self.metrics.bad_images.increment(rows - len(good))
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor(protocol.OUTPUT_TEXT, np.array(texts, dtype=object)),
-                pb_utils.Tensor(protocol.OUTPUT_SCORE, all_scores),
-                pb_utils.Tensor(protocol.OUTPUT_TOKEN_IDS, all_ids),
-                pb_utils.Tensor(protocol.OUTPUT_ERROR_CODE, np.array(codes, dtype=np.int32)),
-                pb_utils.Tensor(
-                    protocol.OUTPUT_ERROR, np.array([(e or "").encode() for e in job.errors], dtype=object)
-                ),
-            ]
-        )
+        values = {
+            protocol.OUTPUT_TEXT: texts,
+            protocol.OUTPUT_SCORE: all_scores,
+            protocol.OUTPUT_TOKEN_IDS: all_ids,
+            protocol.OUTPUT_ERROR_CODE: codes,
+            protocol.OUTPUT_ERROR: [(e or "").encode() for e in job.errors],
+        }
+        return pb_utils.InferenceResponse(output_tensors=output_tensors(protocol.OUTPUTS, values, pb_utils.Tensor))
