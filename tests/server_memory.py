@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 from trocr_serving.stubs import SHM_DIR, stub_processes
 
 

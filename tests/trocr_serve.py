@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from trocr_serving.launcher import Ports
+from trocr_serving.launcher.server import Ports
 
 
 @dataclass
@@ -42,7 +42,7 @@ def start_trocr_serve(repository: Path, log: Path, exit_timeout_s: int) -> Launc
         [
             sys.executable,
             "-m",
-            "trocr_serving.cli",
+            "trocr_serving.launcher.cli",
             f"--model-repository={repository}",
             f"--http-port={ports.http}",
             f"--grpc-port={ports.grpc}",

@@ -17,7 +17,7 @@ from trocr_client.client import TrOCRClient
 from trocr_client.images import SAMPLES_DIR, sample_paths
 from trocr_client.logs import configure_logging
 from trocr_serving import paths
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 LOGGER = logging.getLogger(__name__)
 

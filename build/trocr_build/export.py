@@ -22,9 +22,9 @@ from transformers import VisionEncoderDecoderModel
 from trocr_build.graphs import DecoderStepGraph, EncoderGraph, PixelNormalization
 from trocr_build.greedy import LocalGraphs, teacher_forced_log_probs
 from trocr_serving import graph_names as names
+from trocr_serving.front.preprocessing import pixels_of
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import DecoderShape, ImageConfig
-from trocr_serving.preprocessing import pixels_of
 
 LOGGER = logging.getLogger(__name__)
 OPSET = 17

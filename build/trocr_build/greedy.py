@@ -1,6 +1,6 @@
 """A plain greedy loop over the exported graphs, for one batch of images that starts together.
 
-The server uses continuous batching (trocr_serving.row_scheduler) instead; this loop is the in-process baseline
+The server uses continuous batching (trocr_serving.engine.row_scheduler) instead; this loop is the in-process baseline
 the benchmarks compare the server with, the build's check of a precision variant, and a simple way to run the
 graphs without Triton (`LocalGraphs`). `step` is any callable that runs decoder.onnx. Finished rows leave the
 batch at once; the others keep going.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_signature import DecoderStep, split_cross
+from trocr_serving.engine.decoder_signature import DecoderStep, split_cross
 from trocr_serving.execution import CPU, Execution
 from trocr_serving.onnx_runtime import GraphRunner
 from trocr_serving.pipeline_config import PipelineConfig
@@ -104,7 +104,7 @@ class LocalGraphs:
         self.decoder = GraphRunner(decoder, intra_op_threads, execution=execution)
 
     def cross_key_values(self, pixels: np.ndarray) -> np.ndarray:
-        """UINT8 resized images (trocr_serving.preprocessing.pixels_of) -> their cross-attention keys/values."""
+        """UINT8 resized images (trocr_serving.front.preprocessing.pixels_of) -> their cross-attention keys/values."""
         return self.encoder.run({names.PIXELS: pixels}, [names.CROSS_KEY_VALUES])[names.CROSS_KEY_VALUES]
 
     def step(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,10 +31,10 @@ from trocr_client.images import sample_paths
 from trocr_serving import graph_names as names
 from trocr_serving import paths
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.bls_status import STATUS_OUTPUTS
-from trocr_serving.encoder_runner import TENSORRT_OFF
-from trocr_serving.engine import EngineOptions
+from trocr_serving.engine.core import EngineOptions
+from trocr_serving.engine.encoder_runner import TENSORRT_OFF
 from trocr_serving.execution import DEVICES, INSTANCE_KINDS
+from trocr_serving.front.preprocessing import decode_image, pixels_of
 from trocr_serving.pipeline_config import (
     BUILD_INFO_FILE,
     TOKENIZER_FILE,
@@ -42,7 +42,7 @@ from trocr_serving.pipeline_config import (
     ImageConfig,
     PipelineConfig,
 )
-from trocr_serving.preprocessing import decode_image, pixels_of
+from trocr_serving.triton_adapters.bls_status import STATUS_OUTPUTS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class ServingOptions:
     """How the repository is served: batch sizes, queue delays, instances and threads."""
 
     # Images the engine encodes in one call, when rows are free for them: the most that join the running batch
-    # at one step (trocr_serving.row_scheduler).
+    # at one step (trocr_serving.engine.row_scheduler).
     encoder_max_batch_size: int = 16
     # Front instances: each serves one request at a time, so this bounds the requests in the scheduler at once.
     trocr_instances: int = 16

@@ -33,8 +33,8 @@ from trocr_build.trained_models import synthetic_models_dir
 from trocr_client.logs import configure_logging
 from trocr_loadtest.accuracy import character_error_rate
 from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, write_manifest
+from trocr_serving.front.preprocessing import normalize, resize
 from trocr_serving.pipeline_config import ImageConfig
-from trocr_serving.preprocessing import normalize, resize
 
 LOGGER = logging.getLogger(__name__)
 

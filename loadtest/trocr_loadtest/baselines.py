@@ -24,10 +24,10 @@ import numpy as np
 
 from trocr_build.greedy import LocalGraphs, graph_paths, greedy_decode
 from trocr_loadtest.stats import percentile
-from trocr_serving.decoder_signature import DecoderStep, split_cross
+from trocr_serving.engine.decoder_signature import DecoderStep, split_cross
 from trocr_serving.execution import CPU, Execution
+from trocr_serving.front.preprocessing import decode_image, pixels_of
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.preprocessing import decode_image, pixels_of
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from trocr_loadtest.stats import summarize
 from trocr_loadtest.variant_table import as_dicts, encoder_speeds, measure_variants, render_variants
 from trocr_serving import paths
 from trocr_serving.execution import DEVICES, Execution
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 from trocr_serving.pipeline_config import PipelineConfig
 
 LOGGER = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from trocr_loadtest.metadata import run_metadata
 from trocr_loadtest.report import RESULTS_DIR, plot, render_sweep, write_csv, write_json, write_requests_csv
 from trocr_loadtest.sweep import Measured, Runner
 from trocr_serving import paths
-from trocr_serving.launcher import TritonServer, models_in
+from trocr_serving.launcher.server import TritonServer, models_in
 
 LOGGER = logging.getLogger(__name__)
 RISING_RATIO = 1.05  # a last step of more than 5% is not a plateau

@@ -34,7 +34,7 @@ from trocr_loadtest.images import image_set
 from trocr_loadtest.report import RESULTS_DIR
 from trocr_loadtest.server_metrics import scrape, total
 from trocr_serving import paths
-from trocr_serving.launcher import DEFAULT_HOST, ServerError, TritonServer, free_port
+from trocr_serving.launcher.server import DEFAULT_HOST, ServerError, TritonServer, free_port
 
 LOGGER = logging.getLogger(__name__)
 PROXY_START_TIMEOUT_S = 10.0

@@ -1,7 +1,7 @@
 """`trocr-bench --front`: what the `trocr` front costs per image on a CPU core, side by side in one run.
 
 - decode: the encoded image to RGB (EXIF, bit depth, frames, limits), as the front does;
-- + resize to uint8: what the front does since the encoder graph normalises (trocr_serving.preprocessing);
+- + resize to uint8: what the front does since the encoder graph normalises (trocr_serving.front.preprocessing);
 - + resize + normalise to float32: what it did before (the image processor's arithmetic on the CPU);
 - parse_request: the front's whole work for a one-image request (checks, decode, resize) before its BLS call,
   so 1 / its time is the requests per second one front instance can sustain, before the scheduler and encoder.
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trocr_serving.front.preprocessing import decode_image, normalize, resize
+from trocr_serving.front.requests import parse_request
 from trocr_serving.pipeline_config import ImageConfig, PipelineConfig
-from trocr_serving.preprocessing import decode_image, normalize, resize
-from trocr_serving.requests import parse_request
 
 
 @dataclass(frozen=True)

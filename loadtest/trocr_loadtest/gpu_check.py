@@ -28,7 +28,7 @@ from trocr_client.images import sample_paths
 from trocr_client.logs import configure_logging
 from trocr_loadtest import bench
 from trocr_serving.execution import visible_gpus
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 LOGGER = logging.getLogger(__name__)
 BEAMS = 3

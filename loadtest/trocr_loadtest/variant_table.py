@@ -23,7 +23,7 @@ from trocr_loadtest.evaluate import EvalOptions, evaluate
 from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.stats import summarize
 from trocr_serving import graph_names as names
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 LOGGER = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-MODEL_FILES_DIR = Path(__file__).parent / "triton_models"  # <model>.py -> <repository>/<model>/1/model.py
+MODEL_FILES_DIR = Path(__file__).parent / "triton_adapters" / "models"  # <model>.py -> <repository>/<model>/1/model.py
 
 
 def cache_dir() -> Path:

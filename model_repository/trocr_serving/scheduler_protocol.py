@@ -9,10 +9,10 @@ import numpy as np
 from trocr_client import protocol
 from trocr_client.protocol import TensorSpec
 from trocr_serving import graph_names as names
+from trocr_serving.engine.search import SearchParams, SearchResult
+from trocr_serving.front.requests import per_row
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import InvalidRequestError
-from trocr_serving.requests import per_row
-from trocr_serving.search import SearchParams, SearchResult
 from trocr_serving.tensors import output_tensors
 
 MODEL_NAME = "scheduler"

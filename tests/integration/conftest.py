@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Built
 from trocr_client import TrOCRClient
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 
 @dataclass

@@ -23,7 +23,7 @@ from trocr_client import (
     TrOCRError,
 )
 from trocr_loadtest.server_metrics import scrape, total
-from trocr_serving.launcher import Access, GrpcTls, TritonServer
+from trocr_serving.launcher.server import Access, GrpcTls, TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def test_connect_checks_the_model_s_contract(tiny):
 
 def stream_while(client: TrOCRClient, images, during) -> list:
     """Transcribe `images` in a thread, and run `during` here once the first results are in (here: a server
-    started from a thread that ends would get its parent-death signal, see trocr_serving.launcher)."""
+    started from a thread that ends would get its parent-death signal, see trocr_serving.launcher.server)."""
     results, first_results = [], threading.Event()
 
     def stream() -> None:

@@ -40,7 +40,7 @@ def test_a_cuda_build_places_the_graphs_on_the_gpus_and_the_front_on_the_cpu(cud
 def test_serving_a_cuda_build_without_a_gpu_fails_at_once_naming_it(cuda_repository):
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "trocr_serving.cli", "--model-repository", str(cuda_repository)],
+        [sys.executable, "-m", "trocr_serving.launcher.cli", "--model-repository", str(cuda_repository)],
         capture_output=True,
         text=True,
         timeout=60,

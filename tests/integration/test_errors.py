@@ -14,7 +14,7 @@ from tests.images import NOT_AN_IMAGE, text_line, truncated_png
 from trocr_client import InvalidInputError
 from trocr_client.client import build_inputs, parse_outputs
 from trocr_loadtest.server_metrics import scrape, total
-from trocr_serving.bls_status import STATUS_OUTPUTS
+from trocr_serving.triton_adapters.bls_status import STATUS_OUTPUTS
 
 pytestmark = pytest.mark.integration
 

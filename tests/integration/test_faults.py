@@ -21,7 +21,7 @@ from tests.images import text_line
 from tests.integration.conftest import running_server
 from tests.trocr_serve import start_trocr_serve
 from trocr_client import RetryPolicy, ServerUnavailableError, TrOCRClient
-from trocr_serving.launcher import Ports, ServerError, TritonServer, free_ports
+from trocr_serving.launcher.server import Ports, ServerError, TritonServer, free_ports
 from trocr_serving.stubs import SHM_DIR
 
 pytestmark = pytest.mark.integration

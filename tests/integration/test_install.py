@@ -26,7 +26,7 @@ import pytest
 
 from trocr_client import TrOCRClient
 from trocr_client.images import sample_paths
-from trocr_serving.launcher import free_ports, prepare_backends
+from trocr_serving.launcher.server import free_ports, prepare_backends
 
 pytestmark = pytest.mark.integration
 SOURCE = Path(__file__).resolve().parents[2]

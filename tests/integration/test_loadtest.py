@@ -15,7 +15,7 @@ from tests.images import text_line
 from trocr_build.repository import ServingOptions, build_repository
 from trocr_loadtest import cli
 from trocr_loadtest.load import LoadSpec, run_load
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from trocr_client.client import build_inputs
 from trocr_client.errors import from_triton
 from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.server_metrics import scrape, total
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from tests.images import text_line
 from tests.raw_wire import bytes_tensor, model_infer, post
 from trocr_client import TrOCRClient, protocol
 from trocr_loadtest import fleet
-from trocr_serving.launcher import TritonServer, free_ports, port_in_use
+from trocr_serving.launcher.server import TritonServer, free_ports, port_in_use
 
 pytestmark = pytest.mark.integration
 

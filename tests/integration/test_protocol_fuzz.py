@@ -29,8 +29,8 @@ from tests.images import NOT_AN_IMAGE, text_line, truncated_png
 from tests.integration.conftest import running_server
 from tests.raw_wire import bytes_tensor, model_infer, post, read_bytes_tensor
 from trocr_client import RetryPolicy, TrOCRClient, protocol
-from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
+from trocr_serving.triton_adapters.bls_status import STATUS_CODE, STATUS_MESSAGE
 
 pytestmark = pytest.mark.integration
 

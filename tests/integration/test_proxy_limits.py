@@ -14,7 +14,7 @@ from tests.raw_wire import bytes_tensor, model_infer
 from tests.server_memory import rss_bytes
 from trocr_client import TrOCRClient, protocol
 from trocr_loadtest import fleet
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 pytestmark = pytest.mark.integration
 

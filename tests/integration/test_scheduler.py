@@ -13,7 +13,7 @@ from tests.integration.test_parity import assert_parity
 from tests.reference import reference_generate
 from trocr_build.repository import ServingOptions, build_repository
 from trocr_client import ServerUnavailableError
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 pytestmark = pytest.mark.integration
 

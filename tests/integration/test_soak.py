@@ -15,7 +15,7 @@ from PIL import Image
 from tests.images import NOT_AN_IMAGE, text_line, truncated_png
 from tests.server_memory import rss_bytes, shm_bytes
 from trocr_client import InvalidInputError, TrOCRClient
-from trocr_serving.launcher import TritonServer
+from trocr_serving.launcher.server import TritonServer
 
 pytestmark = pytest.mark.integration
 

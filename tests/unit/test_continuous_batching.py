@@ -11,14 +11,14 @@ from tests.images import sample_paths, text_line
 from tests.reference import reference_generate
 from trocr_build.greedy import LocalGraphs, graph_paths
 from trocr_serving import graph_names as names
-from trocr_serving.encoder_runner import BoundEncoder
+from trocr_serving.engine.encoder_runner import BoundEncoder
+from trocr_serving.engine.model_runner import BoundModelRunner
+from trocr_serving.engine.row_scheduler import GroupStatus, RowMove, RowScheduler, SequenceGroup
+from trocr_serving.engine.search import SearchParams, new_search
 from trocr_serving.execution import CPU
-from trocr_serving.model_runner import BoundModelRunner
+from trocr_serving.front.preprocessing import decode_image, pixels_of
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.preprocessing import decode_image, pixels_of
 from trocr_serving.refusals import QueueFullError
-from trocr_serving.row_scheduler import GroupStatus, RowMove, RowScheduler, SequenceGroup
-from trocr_serving.search import SearchParams, new_search
 
 
 def images(count: int) -> list[bytes]:

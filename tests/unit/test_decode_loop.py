@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from trocr_serving.decode_loop import DecodeLoop, Ticket
-from trocr_serving.decoder_signature import StepCandidates
-from trocr_serving.encoder_runner import EncoderError
+from trocr_serving.engine.decode_loop import DecodeLoop, Ticket
+from trocr_serving.engine.decoder_signature import StepCandidates
+from trocr_serving.engine.encoder_runner import EncoderError
+from trocr_serving.engine.row_scheduler import RowScheduler
+from trocr_serving.engine.search import SearchParams
 from trocr_serving.refusals import DeadlineExceededError, QueueFullError, RequestCancelledError
-from trocr_serving.row_scheduler import RowScheduler
-from trocr_serving.search import SearchParams
 
 EOS = 2
 

@@ -13,7 +13,7 @@ import tomllib
 
 from trocr_build import cli as build_cli
 from trocr_build.repository import ServingOptions
-from trocr_serving import cli as serve_cli
+from trocr_serving.launcher import cli as serve_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"

@@ -8,9 +8,9 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from trocr_build.repository import ServingOptions, build_repository, model_configs
 from trocr_serving import graph_names as names
-from trocr_serving.engine import EngineOptions
+from trocr_serving.engine.core import EngineOptions
 from trocr_serving.execution import TENSORRT_CACHE_DIR, Execution
-from trocr_serving.launcher import ServerError, check_repository, model_configs_of
+from trocr_serving.launcher.server import ServerError, check_repository, model_configs_of
 from trocr_serving.pipeline_config import PipelineConfig
 
 

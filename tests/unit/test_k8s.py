@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from trocr_loadtest import fleet
-from trocr_serving import cli as serve_cli
+from trocr_serving.launcher import cli as serve_cli
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"  # the oldest release the manifests target (HPA v2, PDB unhealthyPodEvictionPolicy)

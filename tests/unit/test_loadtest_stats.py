@@ -270,7 +270,7 @@ def test_run_metadata_names_the_machine_and_the_code():
 
 
 def test_no_load_is_sent_to_a_server_that_is_not_ready():
-    from trocr_serving.launcher import free_port
+    from trocr_serving.launcher.server import free_port
 
     assert cli_main(["--url", f"127.0.0.1:{free_port()}", "--no-plot"]) == 2
 

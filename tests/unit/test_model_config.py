@@ -7,7 +7,7 @@ from trocr_build.repository import ServingOptions, model_configs
 from trocr_client import protocol
 from trocr_client.aio import EXPECTED_INPUTS
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.engine import EngineOptions
+from trocr_serving.engine.core import EngineOptions
 from trocr_serving.execution import Execution
 from trocr_serving.pipeline_config import ImageConfig
 

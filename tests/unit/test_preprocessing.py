@@ -9,8 +9,8 @@ from transformers import ViTImageProcessor
 from tests.images import NOT_AN_IMAGE, sample_paths, text_line, truncated_png
 from trocr_build.graphs import PixelNormalization
 from trocr_client.protocol import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from trocr_serving.front.preprocessing import InvalidImageError, decode_image, normalize, pixels_of
 from trocr_serving.pipeline_config import ImageConfig
-from trocr_serving.preprocessing import InvalidImageError, decode_image, normalize, pixels_of
 
 CONFIG = ImageConfig(
     height=384, width=384, resample=2, rescale_factor=1 / 255, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)

@@ -9,9 +9,9 @@ from PIL import Image
 
 from tests.images import NOT_AN_IMAGE, text_line
 from trocr_client import protocol
+from trocr_serving.front.requests import parse_request, request_parameters
 from trocr_serving.pipeline_config import DecoderShape, GenerationDefaults, ImageConfig, PipelineConfig
 from trocr_serving.refusals import InvalidRequestError
-from trocr_serving.requests import parse_request, request_parameters
 
 CONFIG = PipelineConfig(
     source_model="test",

@@ -18,8 +18,8 @@ from trocr_build.repository import ServingOptions, build_repository
 from trocr_build.variants import ENCODER_NORMALIZATION_NODES, PRECISIONS, VariantValidationError, convert_and_validate
 from trocr_loadtest.variant_table import encoder_speeds
 from trocr_serving import graph_names as names
+from trocr_serving.front.preprocessing import decode_image, pixels_of
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.preprocessing import decode_image, pixels_of
 
 FLOAT, FLOAT16, UINT8 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.UINT8
 

@@ -14,7 +14,7 @@ then tritonserver itself, crashed (SIGSEGV) under load.
 """
 
 # First, under the project's pip launcher only: its site module puts the project's environment on the stub's
-# path (trocr_serving.launcher). A stock Triton (NVIDIA's container) has the packages installed in its Python.
+# path (trocr_serving.launcher.server). A stock Triton (NVIDIA's container) has the packages installed in its Python.
 import contextlib
 
 with contextlib.suppress(ModuleNotFoundError):
@@ -32,14 +32,14 @@ import triton_python_backend_utils as pb_utils
 
 from trocr_client import protocol
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.bls import ModelWatch, error_response, infer_decoupled_async, model_parameters
-from trocr_serving.detokenizer import Detokenizer
-from trocr_serving.metrics import FrontMetrics, release_families
+from trocr_serving.front.detokenizer import Detokenizer
+from trocr_serving.front.requests import parse_request, request_parameters
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
 from trocr_serving.refusals import InvalidRequestError, Refusal
-from trocr_serving.requests import parse_request, request_parameters
 from trocr_serving.stubs import restrict_own_shm_region
 from trocr_serving.tensors import output_tensors
+from trocr_serving.triton_adapters.bls import ModelWatch, error_response, infer_decoupled_async, model_parameters
+from trocr_serving.triton_adapters.metrics import FrontMetrics, release_families
 
 LOGGER = logging.getLogger(__name__)
 

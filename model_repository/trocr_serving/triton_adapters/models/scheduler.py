@@ -4,12 +4,12 @@ One instance holds every in-flight sequence. A request (resized images as uint8 
 parameters, sent by the `trocr` front instances over BLS) is encoded by the engine's own encoder session,
 then its images join the running batch at the next step; each request is answered as soon as its own images
 finish. Encoder and decoder run in this process on their own graphs, so the cross-attention keys/values and
-the caches never leave it. This file adapts Triton to the engine (trocr_serving.engine): requests in,
+the caches never leave it. This file adapts Triton to the engine (trocr_serving.engine.core): requests in,
 responses and metrics out.
 """
 
 # First, under the project's pip launcher only: its site module puts the project's environment on the stub's
-# path (trocr_serving.launcher). A stock Triton (NVIDIA's container) has the packages installed in its Python.
+# path (trocr_serving.launcher.server). A stock Triton (NVIDIA's container) has the packages installed in its Python.
 import contextlib
 
 with contextlib.suppress(ModuleNotFoundError):
@@ -26,14 +26,14 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.bls import model_parameters, status_response
-from trocr_serving.decode_loop import Ticket
-from trocr_serving.engine import Engine, EngineOptions
+from trocr_serving.engine.core import Engine, EngineOptions
+from trocr_serving.engine.decode_loop import Ticket
 from trocr_serving.execution import Execution
-from trocr_serving.metrics import BatchSizeMetric, SchedulerMetrics, release_families
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import Refusal
 from trocr_serving.stubs import restrict_own_shm_region
+from trocr_serving.triton_adapters.bls import model_parameters, status_response
+from trocr_serving.triton_adapters.metrics import BatchSizeMetric, SchedulerMetrics, release_families
 
 LOGGER = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL

@@ -32,8 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trocr_client.protocol import MODEL_NAME
 from trocr_serving.execution import DeviceUnavailableError, Execution, require_gpus
+from trocr_serving.launcher.watchdog import StubWatchdog
 from trocr_serving.stubs import StubProcess, remove_shm_region, stub_processes
-from trocr_serving.watchdog import StubWatchdog
 
 LOGGER = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def prepare_backends(directory: Path, site_module: bool = True) -> Path:
 SITE_MODULE = "trocr_triton_site"
 
 
-_SITE_MODULE_TEMPLATE = '''"""Written by trocr_serving.launcher: the launching environment's import path, first."""
+_SITE_MODULE_TEMPLATE = '''"""Written by trocr-serve's launcher: the launching environment's import path, first."""
 import faulthandler
 import site
 import sys

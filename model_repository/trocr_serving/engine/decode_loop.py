@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trocr_client import protocol
-from trocr_serving.encoder_runner import EncoderError
-from trocr_serving.model_runner import ModelRunner
+from trocr_serving.engine.encoder_runner import EncoderError
+from trocr_serving.engine.model_runner import ModelRunner
+from trocr_serving.engine.row_scheduler import RowScheduler, SequenceGroup
+from trocr_serving.engine.search import SearchParams, SearchResult, new_search
 from trocr_serving.refusals import DeadlineExceededError, RequestCancelledError
-from trocr_serving.row_scheduler import RowScheduler, SequenceGroup
-from trocr_serving.search import SearchParams, SearchResult, new_search
 
 LOGGER = logging.getLogger(__name__)
 CANCEL_CHECK_INTERVAL_S = 0.05

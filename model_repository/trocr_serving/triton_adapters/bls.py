@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trocr_serving.bls_status import STATUS_CODE, STATUS_MESSAGE, STATUS_OUTPUTS, STATUS_REASON
 from trocr_serving.refusals import ModelUnavailableError, Refusal, refusal
 from trocr_serving.stubs import StubProcess, model_stubs
+from trocr_serving.triton_adapters.bls_status import STATUS_CODE, STATUS_MESSAGE, STATUS_OUTPUTS, STATUS_REASON
 
 # Error responses lose their status code on the way back through BLS (the caller sees INTERNAL), so a
 # called model that wants its status kept answers with these two outputs instead: see status_response().

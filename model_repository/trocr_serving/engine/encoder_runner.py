@@ -2,7 +2,7 @@
 
 The output of a call is written by ONNX Runtime's I/O binding into a staging buffer allocated once for the
 largest encoder batch; the model runner copies each image's keys/values from there into its rows' buffers,
-device to device (trocr_serving.model_runner). Nothing of an image comes back to the host.
+device to device (trocr_serving.engine.model_runner). Nothing of an image comes back to the host.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from trocr_serving import graph_names as names
-from trocr_serving.device_buffer import DeviceBuffer
+from trocr_serving.engine.device_buffer import DeviceBuffer
 from trocr_serving.execution import Execution
 from trocr_serving.onnx_runtime import FLOAT_TYPES, create_session
 from trocr_serving.pipeline_config import DecoderShape, PipelineConfig

@@ -4,7 +4,7 @@ Pure bookkeeping, no tensors of the model: waiting and running sequence groups a
 length and last token, admission (a bound on what waits, first come first served, a fair share of rows per
 request, at most one encoder batch of images per step), and the searches that turn a step's candidates
 (each row's top log-probabilities) into tokens and beam parents. `schedule()` emits a `StepPlan`; a model
-runner (trocr_serving.model_runner) executes it: it encodes the images that join into their rows, then runs
+runner (trocr_serving.engine.model_runner) executes it: it encodes the images that join into their rows, then runs
 the step on the rows' caches; `update_from_output()` advances the searches and says which row's cache each row
 goes on from (beam parents) and which rows move.
 
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from trocr_serving.decoder_signature import StepCandidates
+from trocr_serving.engine.decoder_signature import StepCandidates
+from trocr_serving.engine.search import BeamSearch, GreedySearch
 from trocr_serving.refusals import InvalidRequestError, QueueFullError
-from trocr_serving.search import BeamSearch, GreedySearch
 
 
 class GroupStatus(Enum):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trocr_client.logs import configure_logging
 from trocr_serving import paths
-from trocr_serving.launcher import (
+from trocr_serving.launcher.server import (
     ADMIN_KEY_HEADER,
     DEFAULT_HOST,
     ENDPOINTS,

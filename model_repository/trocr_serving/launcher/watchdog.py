@@ -14,7 +14,7 @@ Measured on Triton 2.51 (`kill -9` of a stub, 12 clients in flight, random:tiny)
 So the watchdog restarts the whole server on the same ports: it is not ready (its ports refuse connections)
 until every model is loaded again, every request in flight fails at once with UNAVAILABLE (none waits for its
 deadline), and the dead stubs' shared-memory regions are removed. Requests waiting on a dead stub inside the
-server fail at once too (trocr_serving.bls.ModelWatch), before the restart.
+server fail at once too (trocr_serving.triton_adapters.bls.ModelWatch), before the restart.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from trocr_serving.stubs import StubProcess
 
 if TYPE_CHECKING:
-    from trocr_serving.launcher import TritonServer
+    from trocr_serving.launcher.server import TritonServer
 
 LOGGER = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 0.5
@@ -95,7 +95,7 @@ class StubWatchdog:
         return f"stub process of {', '.join(dead)} died" if dead else None
 
     def _restart(self, cause: str) -> None:
-        from trocr_serving.launcher import ServerError  # the launcher imports this module
+        from trocr_serving.launcher.server import ServerError  # the launcher imports this module
 
         LOGGER.error("%s: restarting tritonserver\n%s", cause, self.server.log_tail(20))
         started = time.monotonic()

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from trocr_client import protocol
+from trocr_serving.front.preprocessing import InvalidImageError, decode_image, image_pixels, resize
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.preprocessing import InvalidImageError, decode_image, image_pixels, resize
 from trocr_serving.refusals import InvalidRequestError, shown
 
 

@@ -1,7 +1,7 @@
 """The model runner: runs the encoder for the rows that join, owns the rows' cross-attention keys/values and
 self-attention caches, and runs decoder steps.
 
-The row scheduler (trocr_serving.row_scheduler) says what to run; the runner holds the tensors and runs the
+The row scheduler (trocr_serving.engine.row_scheduler) says what to run; the runner holds the tensors and runs the
 graphs with ONNX Runtime's I/O binding, the same code on the CPU and on a CUDA GPU:
 
 - every tensor of the decoding state lives in device memory allocated once at start (OrtValues): the
@@ -11,7 +11,7 @@ graphs with ONNX Runtime's I/O binding, the same code on the CPU and on a CUDA G
 - a step binds slices of those buffers by address, uploads only the tokens and lengths, and brings back only
   the searches' candidates (rows x top_k values and ids, into host buffers reused from step to step);
 - the images of the groups that join are encoded in one call whose output is bound to the encoder's staging
-  buffer (trocr_serving.encoder_runner); each group's rows get their image's keys/values from there, and rows
+  buffer (trocr_serving.engine.encoder_runner); each group's rows get their image's keys/values from there, and rows
   that move get their source's, through `row_copy.onnx` (an Expand), device to device. What crosses to the
   device per image is its UINT8 pixels; what comes back per step is the candidates.
 """
@@ -25,13 +25,13 @@ import numpy as np
 import onnxruntime as ort
 
 from trocr_serving import graph_names as names
-from trocr_serving.decoder_signature import DecoderStep, StepCandidates
-from trocr_serving.device_buffer import DeviceBuffer
-from trocr_serving.encoder_runner import BoundEncoder
+from trocr_serving.engine.decoder_signature import DecoderStep, StepCandidates
+from trocr_serving.engine.device_buffer import DeviceBuffer
+from trocr_serving.engine.encoder_runner import BoundEncoder
+from trocr_serving.engine.row_scheduler import RowLoad, RowMove, StepPlan, StepUpdate
 from trocr_serving.execution import Execution
 from trocr_serving.onnx_runtime import create_session, input_dtype
 from trocr_serving.pipeline_config import DecoderShape
-from trocr_serving.row_scheduler import RowLoad, RowMove, StepPlan, StepUpdate
 
 
 class ModelRunner(Protocol):

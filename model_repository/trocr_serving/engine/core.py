@@ -18,13 +18,13 @@ import numpy as np
 
 from trocr_serving import graph_names as names
 from trocr_serving import scheduler_protocol as sp
-from trocr_serving.decode_loop import DecodeLoop, Ticket
-from trocr_serving.encoder_runner import TENSORRT_OFF, TENSORRT_PRECISIONS, BoundEncoder
+from trocr_serving.engine.decode_loop import DecodeLoop, Ticket
+from trocr_serving.engine.encoder_runner import TENSORRT_OFF, TENSORRT_PRECISIONS, BoundEncoder
+from trocr_serving.engine.model_runner import BoundModelRunner
+from trocr_serving.engine.row_scheduler import RowScheduler
+from trocr_serving.engine.search import SearchResult
 from trocr_serving.execution import CPU, Execution
-from trocr_serving.model_runner import BoundModelRunner
 from trocr_serving.pipeline_config import PipelineConfig
-from trocr_serving.row_scheduler import RowScheduler
-from trocr_serving.search import SearchResult
 
 LOGGER = logging.getLogger(__name__)
 
