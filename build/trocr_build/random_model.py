@@ -27,8 +27,9 @@ from trocr_serving import paths
 LOGGER = logging.getLogger(__name__)
 
 RANDOM_PREFIX = "random:"
-# Bump when the generator changes, so cached models are made again.
-GENERATOR_VERSION = "3"
+# Bump when the generator changes, so cached models are made again (4: weights drawn from a generator of
+# their own in parameter-name order, the same under transformers 4 and 5).
+GENERATOR_VERSION = "4"
 ATTENTION_GAIN = 4.0
 POSITION_EMBEDDING_STD = 2.0
 
@@ -97,8 +98,15 @@ def random_model_dir(model: str, cache_dir: Path | None = None) -> Path:
     return directory
 
 
-def _variance_preserving_init(model: torch.nn.Module, attention_gain: float) -> None:
-    for name, module in model.named_modules():
+def _variance_preserving_init(model: torch.nn.Module, attention_gain: float, generator: torch.Generator) -> None:
+    """Every weight drawn anew from `generator`, module by module in name order: the model's own
+    initialisation, and the order in which a transformers release registers modules, change nothing."""
+
+    def draw(tensor: torch.Tensor, std: float) -> None:
+        with torch.no_grad():
+            tensor.normal_(0.0, std, generator=generator)
+
+    for name, module in sorted(model.named_modules(), key=lambda item: item[0]):
         if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
             fan_in = module.weight[0].numel()
             # Larger query/key weights make attention peaked: averaging over many random values would
@@ -107,24 +115,28 @@ def _variance_preserving_init(model: torch.nn.Module, attention_gain: float) -> 
             # rounding alone moves it), and parity with the reference would then hinge on rounding.
             in_decoder = name.startswith("decoder.")
             gain = attention_gain if in_decoder and name.endswith(("q_proj", "k_proj")) else 1.0
-            torch.nn.init.normal_(module.weight, std=gain / math.sqrt(fan_in))
+            draw(module.weight, gain / math.sqrt(fan_in))
             if module.bias is not None:
-                torch.nn.init.normal_(module.bias, std=0.02)
+                draw(module.bias, 0.02)
         elif isinstance(module, torch.nn.Embedding):
             # Token embeddings are multiplied by sqrt(d_model): keep them on the scale of the positions.
             # Positions get more weight than tokens, so the output moves along the sequence.
             scale = getattr(module, "embed_scale", None)
             std = 1.0 / scale if scale else POSITION_EMBEDDING_STD
-            torch.nn.init.normal_(module.weight, std=std)
-    for name, parameter in model.named_parameters():
+            draw(module.weight, std)
+        elif isinstance(module, torch.nn.LayerNorm):
+            with torch.no_grad():
+                module.weight.fill_(1.0)
+                module.bias.fill_(0.0)
+    for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
         if name.endswith(("cls_token", "distillation_token", "position_embeddings")):
-            torch.nn.init.normal_(parameter, std=1.0)
+            draw(parameter, 1.0)
 
 
 def build_random_model(spec: RandomModelSpec) -> tuple[VisionEncoderDecoderModel, TrOCRProcessor]:
     torch.manual_seed(spec.seed)
     model, processor = build_model(spec.model)
-    _variance_preserving_init(model, ATTENTION_GAIN)
+    _variance_preserving_init(model, ATTENTION_GAIN, torch.Generator().manual_seed(spec.seed))
     model.eval()
     return model, processor
 

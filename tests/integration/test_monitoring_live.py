@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 from tests.images import NOT_AN_IMAGE, text_line
 from tests.integration.test_errors import raw_infer
 from tests.monitoring import SYNTHESIZED, all_expressions, metric_names
-from tests.unit.test_dockerfile import TRITON_CONTAINER_RELEASES, arg_defaults
+from trocr_serving.launcher.cli import PIP_SERVER_VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,12 @@ def test_every_metric_the_monitoring_reads_is_exported(tiny):
     assert set().union(*used.values()) >= {"trocr_active_sequences", "trocr_requests_failed_total"}
 
 
-def test_the_gpu_images_triton_release_is_the_served_one(tiny):
+def test_the_served_pip_server_is_the_release_trocr_serve_warns_about(tiny):
+    """The monitoring is checked live against the pip server, whose release trocr-serve names when it warns
+    that it is not for production; the images run Triton 26.09 (checked statically: tests/unit/test_dockerfile)."""
     client = grpcclient.InferenceServerClient(tiny.server.grpc_url)
     try:
         version = client.get_server_metadata().version
     finally:
         client.close()
-    assert TRITON_CONTAINER_RELEASES[version] == arg_defaults()["TRITON_RELEASE"]
+    assert version == PIP_SERVER_VERSION

@@ -17,8 +17,10 @@ from trocr_serving.launcher import cli as serve_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
-# NVIDIA's container release of each Triton server version (its support matrix); the pip server is 2.51.
-TRITON_CONTAINER_RELEASES = {"2.51.0": "24.10"}
+# The oldest NVIDIA Triton container release with the fixes of NVIDIA's security bulletin of August 2026
+# (CVE-2026-47627, critical, and two more: Triton up to 26.05 is affected).
+SECURE_RELEASE_FLOOR = (26, 6)
+CONSTRAINTS = {"cpu": "constraints-cpu.txt", "gpu": "constraints-gpu.txt"}
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -67,7 +69,35 @@ def entrypoint(stage: str) -> list[str]:
 
 def test_the_images_and_their_stages():
     assert set(stages()) >= {"builder", "repository-cpu", "repository-gpu", "cpu", "gpu"}
-    assert stages()["gpu"][0][1] == "nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3 AS gpu"
+    for image in ("cpu", "gpu"):
+        assert stages()[image][0][1] == f"nvcr.io/nvidia/tritonserver:${{TRITON_RELEASE}}-py3 AS {image}"
+
+
+def test_both_images_run_a_triton_release_at_or_above_the_security_floor():
+    year, month = (int(part) for part in arg_defaults()["TRITON_RELEASE"].split("."))
+    assert (year, month) >= SECURE_RELEASE_FLOOR
+
+
+@pytest.mark.parametrize("image", ["cpu", "gpu"])
+def test_every_python_package_of_an_image_is_pinned(image):
+    """The image installs the project's wheel under a constraints file that pins each package it gets (names
+    from the extra's requirements down to their dependencies) to one version."""
+    runs = " ".join(a for i, a in stages()[image] if i == "RUN")
+    copies = [a.split() for i, a in stages()[image] if i == "COPY" and "constraints" in a]
+    assert [Path(source).name for source, _ in copies] == [CONSTRAINTS[image]]
+    assert f"--constraint {copies[0][1]}" in runs
+    pins = {}
+    for line in (DOCKERFILE.parent / CONSTRAINTS[image]).read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (extra,) = re.findall(r"\[([\w-]+)\]", runs)
+    for requirement in [*project["dependencies"], *project["optional-dependencies"][extra]]:
+        name = re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pins, f"{requirement} is not pinned for the {image} image"
+    assert pins["numpy"].startswith("1.")  # Triton's Python backend and numpy 2: not known to work
+    assert ("onnxruntime-gpu" in pins) == (image == "gpu") and ("onnxruntime" in pins) == (image == "cpu")
 
 
 @pytest.mark.parametrize(("stage", "device"), [("repository-cpu", "cpu"), ("repository-gpu", "cuda")])
@@ -78,20 +108,10 @@ def test_each_repository_is_built_for_its_device(stage, device):
     ServingOptions(device=args.device, precision=args.precision, tensorrt=args.tensorrt)  # a valid combination
 
 
-@pytest.mark.parametrize(
-    ("stage", "stock_server"), [("cpu", None), ("gpu", Path("/opt/tritonserver/bin/tritonserver"))]
-)
-def test_each_image_serves_its_repository_with_trocr_serve(stage, stock_server):
+@pytest.mark.parametrize("stage", ["cpu", "gpu"])
+def test_each_image_serves_its_repository_with_trocr_serve_and_the_containers_server(stage):
     command = entrypoint(stage)
     assert command[0] == "trocr-serve"
     args = serve_cli.parser().parse_args(command[1:])
+    stock_server = Path("/opt/tritonserver/bin/tritonserver")
     assert (args.model_repository, args.host, args.tritonserver) == (Path("/models"), "0.0.0.0", stock_server)
-
-
-def test_the_gpu_image_matches_the_pinned_server_and_installs_an_existing_extra():
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert arg_defaults()["TRITON_RELEASE"] == TRITON_CONTAINER_RELEASES["2.51.0"]
-    assert "nvidia-pytriton==0.7.0" in extras["serve"]  # the pip server: tritonserver 2.51.0
-    installs = " ".join(a for i, a in stages()["gpu"] if i == "RUN")
-    (extra,) = re.findall(r"\[([\w-]+)\]", installs)
-    assert any(requirement.startswith("onnxruntime-gpu==") for requirement in extras[extra])

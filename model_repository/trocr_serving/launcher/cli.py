@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -77,6 +78,24 @@ def access_of(args: argparse.Namespace) -> Access:
         raise SystemExit(f"trocr-serve: --expose: {exc}") from None
 
 
+# The pip server's release and what makes it unfit for production (NVIDIA's security bulletin of August 2026).
+PIP_SERVER_VERSION = "2.51.0"  # nvidia-pytriton 0.7.0's tritonserver
+PIP_SERVER_WARNING = (
+    f"this is the pip-installed tritonserver {PIP_SERVER_VERSION} (nvidia-pytriton 0.7.0), for development and "
+    "tests: it has "
+    "published vulnerabilities fixed only in NVIDIA's Triton container 26.06 and later (CVE-2026-47627, "
+    "critical; CVE-2026-47628; CVE-2026-47606; CVE-2025-23320). Serving it on %s, beyond this machine: for "
+    "production, run the images of deploy/docker (Triton 26.09)"
+)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _stream(path: Path, position: int) -> int:
     with open(path, "rb") as handle:
         handle.seek(position)
@@ -92,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     if args.backend_directory is not None and args.tritonserver is None:
         raise SystemExit("trocr-serve: --backend-directory goes with --tritonserver (the pip server brings its own)")
+    if args.tritonserver is None and not is_loopback(args.host):
+        LOGGER.warning(PIP_SERVER_WARNING, args.host)
     server = TritonServer(
         args.model_repository,
         host=args.host,
