@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from transformers import AutoProcessor, VisionEncoderDecoderModel
+from transformers import VisionEncoderDecoderModel
 
+from trocr_build.reference import reference_processor
 from trocr_build.repository import build_repository
 
 
@@ -24,7 +25,7 @@ def _build(model_name: str, tmp_path_factory) -> Built:
     repository = tmp_path_factory.mktemp(model_name.replace(":", "-"))
     info = build_repository(model_name, repository, cache_dir=cache)
     model = VisionEncoderDecoderModel.from_pretrained(info["source"]).eval()
-    return Built(repository, model, AutoProcessor.from_pretrained(info["source"], use_fast=False), info)
+    return Built(repository, model, reference_processor(info["source"]), info)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoProcessor, VisionEncoderDecoderModel
+from transformers import VisionEncoderDecoderModel
 
 from trocr_build.export import (
     decoder_shape,
@@ -24,6 +24,7 @@ from trocr_build.export import (
     write_row_copy,
 )
 from trocr_build.model_config import DynamicBatching, ModelConfig, QueuePolicy, Tensor
+from trocr_build.reference import reference_processor
 from trocr_build.trained_models import resolve_model, weights_digest
 from trocr_build.variants import PRECISIONS, convert_and_validate
 from trocr_client import protocol
@@ -113,7 +114,7 @@ def load_model(model: str, cache_dir: Path | None = None):
     source = resolve_model(model, cache_dir)
     LOGGER.info("loading %s", source)
     hf_model = VisionEncoderDecoderModel.from_pretrained(source).eval().requires_grad_(False)
-    processor = AutoProcessor.from_pretrained(source)
+    processor = reference_processor(source)
     return hf_model, processor, source
 
 

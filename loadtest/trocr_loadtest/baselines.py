@@ -108,11 +108,13 @@ def in_process_ceiling(graphs: RepositoryGraphs, images: list[bytes], tokens: in
 
 def _torch_model(model_dir: str, device: str, dtype: str):
     import torch
-    from transformers import AutoProcessor, VisionEncoderDecoderModel
+    from transformers import VisionEncoderDecoderModel
+
+    from trocr_build.reference import reference_processor
 
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
     model = VisionEncoderDecoderModel.from_pretrained(model_dir).eval().to(device=device, dtype=torch_dtype)
-    return model, AutoProcessor.from_pretrained(model_dir, use_fast=False), torch_dtype
+    return model, reference_processor(model_dir), torch_dtype
 
 
 def _pixel_values(processor, images: list[bytes]):
@@ -172,14 +174,15 @@ def optimum_generate(
 ):
     """optimum's ORTModelForVision2Seq (its own export: encoder + merged decoder with past) on ONNX Runtime."""
     from optimum.onnxruntime import ORTModelForVision2Seq
-    from transformers import AutoProcessor
+
+    from trocr_build.reference import reference_processor
 
     exported = cache_dir / f"optimum-{Path(model_dir).name}"
     if not (exported / "config.json").exists():
         ORTModelForVision2Seq.from_pretrained(model_dir, export=True).save_pretrained(exported)
     provider = "CPUExecutionProvider" if device == "cpu" else "CUDAExecutionProvider"
     model = ORTModelForVision2Seq.from_pretrained(exported, provider=provider)
-    processor = AutoProcessor.from_pretrained(model_dir, use_fast=False)
+    processor = reference_processor(model_dir)
 
     def run(index: int) -> None:
         chosen = [images[(index * batch + j) % len(images)] for j in range(batch)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -123,7 +124,14 @@ def measure_in_process(args, info: dict, images: list[bytes]) -> tuple[list[Row]
                 info["source"], images, args.tokens, batch, calls, args.device, dtype
             )
             rows.append(_row(result))
-    for batch in [int(b) for b in args.optimum_batches.split(",") if b]:
+    optimum_batches = [int(b) for b in args.optimum_batches.split(",") if b]
+    if optimum_batches and importlib.util.find_spec("optimum") is None:
+        LOGGER.warning(
+            "optimum baseline skipped: optimum-onnx is not installed (it pins transformers < 4.58; the `optimum` "
+            "extra installs it, in an environment without the `build` extra's transformers 5)"
+        )
+        optimum_batches = []
+    for batch in optimum_batches:
         LOGGER.info("optimum ORTModelForVision2Seq at batch %d", batch)
         calls = max(2, args.calls // batch)
         result = baselines.optimum_generate(

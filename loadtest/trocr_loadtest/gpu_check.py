@@ -61,10 +61,12 @@ def reference_tokens(source: str, images: list[bytes], num_beams: int) -> list[l
     """Hugging Face generate() on the CPU in float32: the reference every variant is held to."""
     import torch
     from PIL import Image
-    from transformers import AutoProcessor, VisionEncoderDecoderModel
+    from transformers import VisionEncoderDecoderModel
+
+    from trocr_build.reference import reference_processor
 
     model = VisionEncoderDecoderModel.from_pretrained(source).eval()
-    processor = AutoProcessor.from_pretrained(source, use_fast=False)
+    processor = reference_processor(source)
     pil = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
     with torch.inference_mode():
         out = model.generate(

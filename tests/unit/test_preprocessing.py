@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import ViTImageProcessor
 
 from tests.images import NOT_AN_IMAGE, sample_paths, text_line, truncated_png
 from trocr_build.graphs import PixelNormalization
+from trocr_build.reference import TRANSFORMERS_MAJOR, VIT_PIL_IMAGE_PROCESSOR, reference_processor
 from trocr_client.protocol import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from trocr_serving.front.preprocessing import InvalidImageError, decode_image, normalize, pixels_of
 from trocr_serving.pipeline_config import ImageConfig
@@ -17,8 +17,8 @@ CONFIG = ImageConfig(
 )
 
 
-def hf_processor() -> ViTImageProcessor:
-    return ViTImageProcessor(
+def hf_processor():
+    return VIT_PIL_IMAGE_PROCESSOR(
         size={"height": 384, "width": 384},
         resample=2,
         rescale_factor=1 / 255,
@@ -135,3 +135,13 @@ def test_images_of_several_frames_are_refused(fmt):
     data = _encoded(frames[0], fmt, save_all=True, append_images=frames[1:])
     with pytest.raises(InvalidImageError, match="has 2 frames"):
         decode_image(data)
+
+
+def test_the_reference_is_the_pil_image_processor(built_tiny):
+    """Parity is defined against the PIL processor, which the server reproduces bit for bit (transformers 5's
+    default with torchvision installed resizes with torchvision: up to one grey level apart)."""
+    processor = reference_processor(built_tiny.info["source"])
+    assert isinstance(processor.image_processor, VIT_PIL_IMAGE_PROCESSOR)
+    assert type(processor.image_processor).__name__ == (
+        "ViTImageProcessorPil" if TRANSFORMERS_MAJOR >= 5 else "ViTImageProcessor"
+    )
