@@ -104,11 +104,12 @@ class ModelConfig:
         if (self.instance_kind == "KIND_GPU") != bool(self.gpus) or any(gpu < 0 for gpu in self.gpus):
             raise ModelConfigError(f"{self.name}: KIND_GPU needs GPU ids (>= 0), KIND_CPU none; got {self.gpus}")
         if self.backend == "python" and self.max_batch_size > 0:
-            # WAR: python_backend of Triton 2.51 (r24.10, python_be.cc CheckIncomingRequests/ProcessRequests)
-            # returns from an execute whose rows add up to 0 without answering its requests, and tritonserver
-            # dies (SIGSEGV): one request of shape [0, ...] from any client. Unbatched (max_batch_size 0), each
+            # WAR(2.51): python_backend (r24.10, python_be.cc CheckIncomingRequests/ProcessRequests) returns
+            # from an execute whose rows add up to 0 without answering its requests, and tritonserver dies
+            # (SIGSEGV): one request of shape [0, ...] from any client. Unbatched (max_batch_size 0), each
             # request counts 1, so the model sees the empty request and refuses it. The batch dimension is then
             # an explicit -1 in dims, and row limits are the model's to check.
+            # Fixed in: not fixed in r26.07's source (the early return is still there).
             raise ModelConfigError(
                 f"{self.name}: a Python-backend model must not be batched by Triton (max_batch_size 0): an "
                 "empty batch crashes Triton 2.51"

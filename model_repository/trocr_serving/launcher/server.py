@@ -39,8 +39,9 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 300.0
-# After the drain nothing is in flight: Triton gets this long to unload the models and exit, then SIGKILL (a
-# front stub that crashed while unloading makes Triton 2.51 wait out its whole exit timeout).
+# After the drain nothing is in flight: Triton gets this long to unload the models and exit, then SIGKILL.
+# WAR(2.51): a front stub that crashed while unloading makes Triton wait out its whole exit timeout.
+# Fixed in: not known.
 STOP_GRACE_S = 5.0
 PORT_RETRIES = 3
 # gRPC connections: a peer that stopped answering is dropped after a keepalive ping goes unanswered, and every

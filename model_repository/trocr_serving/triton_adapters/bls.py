@@ -11,8 +11,9 @@ from trocr_serving.refusals import ModelUnavailableError, Refusal, refusal
 from trocr_serving.stubs import StubProcess, model_stubs
 from trocr_serving.triton_adapters.bls_status import STATUS_CODE, STATUS_MESSAGE, STATUS_OUTPUTS, STATUS_REASON
 
-# Error responses lose their status code on the way back through BLS (the caller sees INTERNAL), so a
-# called model that wants its status kept answers with these two outputs instead: see status_response().
+# WAR(2.51): error responses lose their status code on the way back through BLS (the caller sees INTERNAL), so
+# a called model that wants its status kept answers with these outputs instead: see status_response().
+# Fixed in: not known; to check against a newer python_backend's infer_response before removing.
 
 
 def status_response(refused: Refusal) -> pb_utils.InferenceResponse:

@@ -59,6 +59,9 @@ def _raw_parameters(request) -> str | bytes:
         return exc.object
 
 
+# WAR(2.51): one request at a time per instance (module docstring): many BLS calls in flight from one stub
+# crashed it, then tritonserver. Fixed in: possibly python_backend PR #439 (26.07: a use-after-free in
+# async_exec), unverified; until a newer server is checked, every server gets one request per instance.
 class TritonPythonModel:
     def initialize(self, args):
         restrict_own_shm_region()
