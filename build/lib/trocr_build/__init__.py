@@ -1,0 +1,1 @@
+"""Build-time code of trocr-triton: model -> ONNX graphs -> Triton model repository. Needs the `build` extra."""
