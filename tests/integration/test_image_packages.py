@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.reference import reference_generate
+from tests.source_tree import copy_source
 from trocr_client.images import sample_paths
 
 pytestmark = pytest.mark.integration
@@ -50,6 +51,7 @@ def image_python(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("image-env") / "venv"
     subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    source = copy_source(tmp_path_factory.mktemp("image-src") / "trocr-triton")
     subprocess.run(
         [
             str(python),
@@ -59,7 +61,7 @@ def image_python(tmp_path_factory) -> Path:
             "--quiet",
             "--constraint",
             str(CONSTRAINTS),
-            f"{ROOT}[serve-container-cpu]",
+            f"{source}[serve-container-cpu]",
         ],
         check=True,
         timeout=900,

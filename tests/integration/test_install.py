@@ -12,7 +12,6 @@ does it (installed into that Python: here, its user site-packages).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,13 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_tree import copy_source
 from trocr_client import TrOCRClient
 from trocr_client.images import sample_paths
 from trocr_serving.launcher.server import free_ports, prepare_backends
 
 pytestmark = pytest.mark.integration
-SOURCE = Path(__file__).resolve().parents[2]
-NOT_COPIED = shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "loadtest-results", "dist", "tests")
 
 
 @dataclass
@@ -51,7 +49,7 @@ class Installed:
 def installed(tmp_path_factory) -> Installed:
     root = tmp_path_factory.mktemp("wheel-install")
     source = root / "source"  # setuptools writes build/ into the tree it builds: not into this checkout's build/
-    shutil.copytree(SOURCE, source, ignore=NOT_COPIED)
+    copy_source(source)
     wheels = root / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True)

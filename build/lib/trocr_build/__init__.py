@@ -1,1 +1,0 @@
-"""Build-time code of trocr-triton: model -> ONNX graphs -> Triton model repository. Needs the `build` extra."""

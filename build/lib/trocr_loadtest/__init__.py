@@ -1,1 +1,0 @@
-"""Load tests and benchmarks for trocr-triton: what operators run to measure and size a deployment."""
