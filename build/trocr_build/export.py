@@ -206,7 +206,7 @@ def append_top_k(path: Path) -> None:
 
 
 def write_row_copy(path: Path, element_type: int = onnx.TensorProto.FLOAT) -> None:
-    """row_copy.onnx: one Expand, with which the server's decoder runner fills rows of its device buffers (an
+    """row_copy.onnx: one Expand, with which the server's model runner fills rows of its device buffers (an
     image's keys/values into a beam group's rows, a row into another's place) without leaving the device.
     `element_type`: that of the decoder's cross-attention inputs."""
     tensor = onnx.helper.make_tensor_value_info

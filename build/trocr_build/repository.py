@@ -72,7 +72,7 @@ class ServingOptions:
     # the request fails with UNAVAILABLE and its decoder rows are freed, so work for a client that left ends.
     default_request_timeout_s: float = 60.0
     max_active_sequences: int = 64  # decoder rows in the running batch (beam search takes num_beams rows)
-    # Rows waiting for a free decoder row or for the encoder; beyond, requests get UNAVAILABLE at once. One
+    # Rows waiting (as their pixels) for free decoder rows; beyond, requests get UNAVAILABLE at once. One
     # running batch's worth: a request admitted to the queue starts within about one generation time.
     max_queued_sequences: int = 64
     # One request's share of the decoder: rows it may hold at once while others wait, and its total work in

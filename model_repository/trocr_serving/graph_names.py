@@ -27,7 +27,7 @@ decoder.onnx (one decoding step for a batch of sequences that may have different
   top_log_probs      FP32  [batch, top_k]        the top_k largest log_probs of each row, best first; equal
   top_ids            INT64 [batch, top_k]          values in token order (ONNX TopK), as a stable argsort
     what the searches need of a step: rows x top_k crosses to the host instead of rows x vocab_size
-row_copy.onnx (beside decoder.onnx: how the server's decoder runner fills rows of its cross-attention buffers)
+row_copy.onnx (beside decoder.onnx: how the server's model runner fills rows of its cross-attention buffers)
   source FP32 [1 or rows, ...]  shape INT64 [rank]  ->  target FP32 [shape]  (ONNX Expand)
 """
 

@@ -43,7 +43,7 @@ class DecoderShape:
 
     def row_bytes(self, max_cache_len: int, itemsize: int = 4) -> int:
         """Memory of one row in the server: its cross-attention keys/values and two self-attention caches (the
-        decoder runner reads one step's cache and writes the next: trocr_serving.decoder_runner)."""
+        model runner reads one step's cache and writes the next: trocr_serving.engine.model_runner)."""
         per_position = self.num_layers * 2 * self.num_heads * self.head_dim * itemsize
         return per_position * (self.encoder_seq_len + 2 * max_cache_len)
 

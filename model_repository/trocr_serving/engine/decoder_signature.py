@@ -1,6 +1,6 @@
 """The one signature of a decoder step: what every caller of decoder.onnx builds and reads.
 
-The server's decoder runner, the in-process greedy loop, the build's validation against PyTorch and the
+The server's model runner, the in-process greedy loop, the build's validation against PyTorch and the
 benchmark's ceiling all feed the graph through `DecoderStep`: rows of possibly different lengths, padded
 to the longest, with the attention mask and positions that follow from those lengths.
 """
@@ -19,7 +19,7 @@ class DecoderStep:
     input_ids: np.ndarray  # int64 [rows, 1]: each row's last token
     position_ids: np.ndarray  # int64 [rows, 1]: its position (the row's cache length)
     attention_mask: np.ndarray  # int64 [rows, longest + 1]: 1 for a row's cache slots and the new token
-    # (the two caches are None where a decoder runner binds them in device memory)
+    # (the two caches are None where the model runner binds them in device memory)
     past_key_values: np.ndarray | None  # float [cache_rows, layers, 2, heads, >= longest, head_dim]
     past_rows: np.ndarray  # int64 [rows]: the row of past_key_values each row continues
     cross_key_values: tuple[np.ndarray, ...] | None  # split_cross(): [rows, heads, encoder_seq_len, head_dim] each
