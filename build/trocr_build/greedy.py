@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from trocr_serving import graph_names as names
+from trocr_serving import scheduler_protocol as sp
 from trocr_serving.engine.decoder_signature import DecoderStep, split_cross
 from trocr_serving.execution import CPU, Execution
 from trocr_serving.onnx_runtime import GraphRunner
@@ -91,8 +92,8 @@ def teacher_forced_log_probs(
 
 
 def graph_paths(repository: Path) -> tuple[Path, Path]:
-    """encoder.onnx and decoder.onnx of a repository built for the pip target (both in the scheduler's folder)."""
-    folder = repository / "scheduler" / "1"
+    """encoder.onnx and decoder.onnx of a built repository (both in the engine's folder)."""
+    folder = repository / sp.GRAPHS_FOLDER
     return folder / names.ENCODER_ONNX, folder / names.DECODER_ONNX
 
 

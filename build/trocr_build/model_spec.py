@@ -13,9 +13,9 @@ from transformers import (
     TrOCRProcessor,
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
-    ViTImageProcessor,
 )
 
+from trocr_build.reference import VIT_PIL_IMAGE_PROCESSOR
 from trocr_build.synthetic_tokenizer import SPECIAL_TOKENS, build_tokenizer
 
 PIL_BILINEAR = 2
@@ -90,7 +90,7 @@ def build_model(spec: ModelSpec) -> tuple[VisionEncoderDecoderModel, TrOCRProces
         max_length=spec.max_length,
         num_beams=1,
     )
-    image_processor = ViTImageProcessor(
+    image_processor = VIT_PIL_IMAGE_PROCESSOR(
         do_resize=True,
         size={"height": spec.image_height, "width": spec.image_width},
         resample=PIL_BILINEAR,

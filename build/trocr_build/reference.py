@@ -15,7 +15,9 @@ from transformers import AutoProcessor
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 # How each transformers line is asked for its PIL image processor, and that processor's class for ViT.
 PIL_PROCESSOR = {"backend": "pil"} if TRANSFORMERS_MAJOR >= 5 else {"use_fast": False}
-VIT_PIL_IMAGE_PROCESSOR = getattr(transformers, "ViTImageProcessorPil", transformers.ViTImageProcessor)
+VIT_PIL_IMAGE_PROCESSOR = (
+    transformers.ViTImageProcessorPil if TRANSFORMERS_MAJOR >= 5 else transformers.ViTImageProcessor
+)
 
 
 def reference_processor(model_dir):

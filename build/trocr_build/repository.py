@@ -153,10 +153,6 @@ def pipeline_config(model: VisionEncoderDecoderModel, processor, source: str) ->
     )
 
 
-# Where the engine's graphs live (encoder.onnx, decoder.onnx, row_copy.onnx), relative to the repository.
-GRAPHS_FOLDER = f"{sp.MODEL_NAME}/1"
-
-
 def model_configs(image: ImageConfig, options: ServingOptions, model: str) -> list[ModelConfig]:
     """The models' configs; `model` (the id built from) is a parameter of the public model, so a client can
     tell which weights a server serves."""
@@ -175,7 +171,7 @@ def model_configs(image: ImageConfig, options: ServingOptions, model: str) -> li
         **options.placement(),
         # The engine's options carry the serving options' names; the scheduler runs both graphs itself.
         parameters=EngineOptions(
-            graphs=GRAPHS_FOLDER,
+            graphs=sp.GRAPHS_FOLDER,
             encoder_tensorrt=options.precision if options.tensorrt else TENSORRT_OFF,
             **{f.name: getattr(options, f.name) for f in dataclasses.fields(EngineOptions) if hasattr(options, f.name)},
         ).to_parameters(),
@@ -226,8 +222,8 @@ def build_repository(
     hf_model, processor, source = load_model(model, cache_dir)
     output.mkdir(parents=True, exist_ok=True)
     _write_model_folders(output)
-    encoder_path = output / GRAPHS_FOLDER / names.ENCODER_ONNX
-    decoder_path = output / GRAPHS_FOLDER / names.DECODER_ONNX
+    encoder_path = output / sp.GRAPHS_FOLDER / names.ENCODER_ONNX
+    decoder_path = output / sp.GRAPHS_FOLDER / names.DECODER_ONNX
     pipeline = pipeline_config(hf_model, processor, source)
     sample_images = [decode_image(path.read_bytes()) for path in sample_paths()]
     with torch.no_grad():

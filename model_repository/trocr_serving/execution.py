@@ -30,6 +30,15 @@ TENSORRT_WORKSPACE_BYTES = 2 * 1024**3
 TENSORRT_CACHE_DIR = "/tmp/trocr-tensorrt-cache"
 
 
+# What to do when a CUDA build's session asks for a provider the installed onnxruntime lacks.
+MISSING_PROVIDER_HINTS = {
+    "CUDAExecutionProvider": "the repository was built for CUDA: install the project with '.[serve-gpu]' "
+    "(onnxruntime-gpu) instead of '.[serve]'",
+    "TensorrtExecutionProvider": "TensorRT's libraries must be installed (NVIDIA's containers have them), or "
+    "rebuild without --tensorrt",
+}
+
+
 class DeviceUnavailableError(RuntimeError):
     """A CUDA build on a machine without what it needs; the message names what is missing."""
 
@@ -78,9 +87,9 @@ class Execution:
         }
         return [("TensorrtExecutionProvider", options), *self.providers()]
 
-    def prepare(self, provider: str | None = None) -> None:
-        """Before a session: load pip's CUDA libraries, and fail with a message naming what is missing (the CUDA
-        provider, or `provider` when the session asks for another)."""
+    def prepare(self, providers: list | None = None) -> None:
+        """Before a session with `providers` (default: this device's; names or (name, options) pairs): load pip's
+        CUDA libraries, and fail with a message naming the first provider the installed onnxruntime lacks."""
         if self.device == "cpu":
             return
         import onnxruntime as ort
@@ -88,18 +97,14 @@ class Execution:
         require_gpus()
         if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: CUDA and cuDNN from the nvidia-* wheels
             ort.preload_dlls()
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise DeviceUnavailableError(
-                "this repository was built for CUDA, but the installed onnxruntime has no CUDA execution provider "
-                f"({', '.join(ort.get_available_providers())}): install the project with '.[serve-gpu]' "
-                "(onnxruntime-gpu) instead of '.[serve]'"
-            )
-        if provider is not None and provider not in ort.get_available_providers():
-            raise DeviceUnavailableError(
-                f"this repository asks for ONNX Runtime's {provider}, which the installed onnxruntime cannot load "
-                f"(it has {', '.join(ort.get_available_providers())}): TensorRT's libraries must be installed "
-                "(NVIDIA's containers have them), or rebuild without --tensorrt"
-            )
+        available = ort.get_available_providers()
+        names = [provider[0] if isinstance(provider, tuple) else provider for provider in providers or self.providers()]
+        for name in names:
+            if name not in available:
+                raise DeviceUnavailableError(
+                    f"this repository asks for ONNX Runtime's {name}, which the installed onnxruntime cannot load "
+                    f"(it has {', '.join(available)}): {MISSING_PROVIDER_HINTS[name]}"
+                )
 
 
 CPU = Execution("cpu")

@@ -30,8 +30,7 @@ def create_session(
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     providers = providers or execution.providers()
-    first = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
-    execution.prepare(first)
+    execution.prepare(providers)
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
@@ -39,9 +38,9 @@ def create_session(
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-def input_dtype(session: ort.InferenceSession, name: str) -> type:
-    """The numpy type of a float input of `session`."""
-    node = next(node for node in session.get_inputs() if node.name == name)
+def float_dtype(session: ort.InferenceSession, name: str) -> type:
+    """The numpy type of a float input or output of `session`."""
+    node = next(node for node in (*session.get_inputs(), *session.get_outputs()) if node.name == name)
     return FLOAT_TYPES[node.type]
 
 

@@ -16,6 +16,8 @@ from trocr_serving.refusals import InvalidRequestError
 from trocr_serving.tensors import output_tensors
 
 MODEL_NAME = "scheduler"
+# Where the engine's graphs live (encoder.onnx, decoder.onnx, row_copy.onnx), relative to the repository.
+GRAPHS_FOLDER = f"{MODEL_NAME}/1"
 
 MAX_NEW_TOKENS = "max_new_tokens"
 NUM_BEAMS = "num_beams"

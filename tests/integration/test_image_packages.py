@@ -15,11 +15,11 @@ import pytest
 
 from tests.reference import reference_generate
 from tests.source_tree import copy_source
+from tests.unit.test_dockerfile import constraints_path, pinned_versions
 from trocr_client.images import sample_paths
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-CONSTRAINTS = ROOT / "deploy" / "docker" / "constraints-cpu.txt"
+CONSTRAINTS = constraints_path("cpu")
 IMAGE_PYTHON = "3.12"  # the Triton 26.09 container's (Ubuntu 24.04)
 
 
@@ -37,11 +37,6 @@ def find_python(version: str) -> str | None:
         if probe.returncode == 0 and probe.stdout.strip() == str(tuple(int(n) for n in version.split("."))):
             return candidate
     return None
-
-
-def pins() -> dict[str, str]:
-    lines = [line for line in CONSTRAINTS.read_text().splitlines() if line and not line.startswith("#")]
-    return dict(line.split("==") for line in lines)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +80,7 @@ def run_engine(python: Path, repository: Path, max_new_tokens: int, num_beams: i
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_the_engine_on_the_images_pinned_packages_matches_generate(image_python, built_tiny, num_beams):
     ran = run_engine(image_python, built_tiny.repository, 12, num_beams)
-    expected = pins()
+    expected = pinned_versions("cpu")
     assert ran["versions"] == {"python": [3, 12], "numpy": expected["numpy"], "onnxruntime": expected["onnxruntime"]}
     data = [path.read_bytes() for path in sample_paths()]
     references = reference_generate(built_tiny.model, built_tiny.processor, data, 12, num_beams=num_beams)

@@ -23,6 +23,16 @@ SECURE_RELEASE_FLOOR = (26, 6)
 CONSTRAINTS = {"cpu": "constraints-cpu.txt", "gpu": "constraints-gpu.txt"}
 
 
+def constraints_path(image: str) -> Path:
+    return DOCKERFILE.parent / CONSTRAINTS[image]
+
+
+def pinned_versions(image: str) -> dict[str, str]:
+    """The image's constraints file: package name -> its one version."""
+    lines = [line for line in constraints_path(image).read_text().splitlines() if line and not line.startswith("#")]
+    return dict(line.split("==") for line in lines)
+
+
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments), continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
@@ -86,11 +96,7 @@ def test_every_python_package_of_an_image_is_pinned(image):
     copies = [a.split() for i, a in stages()[image] if i == "COPY" and "constraints" in a]
     assert [Path(source).name for source, _ in copies] == [CONSTRAINTS[image]]
     assert f"--constraint {copies[0][1]}" in runs
-    pins = {}
-    for line in (DOCKERFILE.parent / CONSTRAINTS[image]).read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[name] = version
+    pins = pinned_versions(image)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     (extra,) = re.findall(r"\[([\w-]+)\]", runs)
     for requirement in [*project["dependencies"], *project["optional-dependencies"][extra]]:

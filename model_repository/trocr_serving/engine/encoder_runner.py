@@ -15,7 +15,7 @@ import onnxruntime as ort
 from trocr_serving import graph_names as names
 from trocr_serving.engine.device_buffer import DeviceBuffer
 from trocr_serving.execution import Execution
-from trocr_serving.onnx_runtime import FLOAT_TYPES, create_session
+from trocr_serving.onnx_runtime import create_session, float_dtype
 from trocr_serving.pipeline_config import DecoderShape, PipelineConfig
 
 TENSORRT_OFF = "off"
@@ -31,9 +31,7 @@ class BoundEncoder:
         self.session = session
         self.shape = shape
         self.max_batch = max_batch
-        self.execution = execution
-        output = next(node for node in session.get_outputs() if node.name == names.CROSS_KEY_VALUES)
-        self.dtype = FLOAT_TYPES[output.type]  # float16 in the fp16 variant, as the decoder's caches
+        self.dtype = float_dtype(session, names.CROSS_KEY_VALUES)  # float16 in the fp16 variant, as the caches
         self.image_elements = int(np.prod(shape.cross_shape(1)))
         self.staging = DeviceBuffer(max_batch * self.image_elements, self.dtype, execution)
         self.binding = session.io_binding()

@@ -30,7 +30,7 @@ from trocr_serving.engine.device_buffer import DeviceBuffer
 from trocr_serving.engine.encoder_runner import BoundEncoder
 from trocr_serving.engine.row_scheduler import RowLoad, RowMove, StepPlan, StepUpdate
 from trocr_serving.execution import Execution
-from trocr_serving.onnx_runtime import create_session, input_dtype
+from trocr_serving.onnx_runtime import create_session, float_dtype
 from trocr_serving.pipeline_config import DecoderShape
 
 
@@ -86,7 +86,7 @@ class BoundModelRunner:
         self.execution = execution
         self.decoder = decoder
         self.row_copy = row_copy
-        self.dtype = input_dtype(decoder, names.PAST_KEY_VALUES)  # float16 in the fp16 variant
+        self.dtype = float_dtype(decoder, names.PAST_KEY_VALUES)  # float16 in the fp16 variant
         if encoder.dtype != self.dtype:
             raise ValueError(f"the encoder writes {encoder.dtype.__name__}, the decoder reads {self.dtype.__name__}")
         # Each layer's cross-attention keys, then values, of every row: one part of max_rows rows after another.
@@ -125,7 +125,7 @@ class BoundModelRunner:
         decoder = create_session(folder / names.DECODER_ONNX, threads, spinning=False, execution=execution)
         row_copy = create_session(folder / names.ROW_COPY_ONNX, 1, spinning=False, execution=execution)
         if max_cache_bytes is not None:
-            itemsize = np.dtype(input_dtype(decoder, names.PAST_KEY_VALUES)).itemsize
+            itemsize = np.dtype(float_dtype(decoder, names.PAST_KEY_VALUES)).itemsize
             max_rows = max(1, min(max_rows, max_cache_bytes // shape.row_bytes(max_cache_len, itemsize)))
         return cls(shape, max_rows, max_cache_len, encoder, decoder, row_copy, execution)
 
