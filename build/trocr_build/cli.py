@@ -28,7 +28,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="where random models are created")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed against PyTorch")
     p.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads per model (0: per core)")
-    p.add_argument("--trocr-instances", type=int, default=ServingOptions.trocr_instances)
+    p.add_argument(
+        "--trocr-instances",
+        type=int,
+        default=ServingOptions.trocr_instances,
+        help="instances of the public model (one stub process each; default: %(default)s)",
+    )
+    p.add_argument(
+        "--trocr-requests-per-instance",
+        type=int,
+        default=ServingOptions.trocr_requests_per_instance,
+        help="requests each instance holds at once on Triton 2.71 or later (1 on older servers, such as the pip "
+        "server; default: %(default)s)",
+    )
     p.add_argument(
         "--device",
         choices=DEVICES,
@@ -61,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     options = ServingOptions(
         intra_op_threads=args.intra_op_threads,
         trocr_instances=args.trocr_instances,
+        trocr_requests_per_instance=args.trocr_requests_per_instance,
         device=args.device,
         gpu_ids=tuple(int(gpu) for gpu in args.gpus.split(",")),
         precision=args.precision,

@@ -52,7 +52,7 @@ PYTHON_MODELS = (sp.MODEL_NAME, protocol.MODEL_NAME)
 # Models of earlier formats (the native encoder and decoder step models), removed by a rebuild.
 FORMER_MODELS = ("encoder", "decoder")
 # Bump when the repository layout or the graphs change, so that existing repositories are rebuilt.
-REPOSITORY_FORMAT = 13
+REPOSITORY_FORMAT = 14
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,11 @@ class ServingOptions:
     # Images the engine encodes in one call, when rows are free for them: the most that join the running batch
     # at one step (trocr_serving.engine.row_scheduler).
     encoder_max_batch_size: int = 16
-    # Front instances: each serves one request at a time, so this bounds the requests in the scheduler at once.
+    # Front instances (a stub process each) and the requests each holds at once: their product bounds the
+    # requests in the scheduler at once. Many per instance only from Triton 2.71 (server_release.CONCURRENT_BLS):
+    # on older servers, such as the pip server, each instance holds one whatever the build says.
     trocr_instances: int = 16
+    trocr_requests_per_instance: int = 1
     # Triton's queue in front of `trocr` (requests beyond the instances); beyond, UNAVAILABLE at once, refused by
     # Triton itself before any image is decoded. One round of the instances: a queued request starts within
     # about one request's time.
@@ -98,6 +101,8 @@ class ServingOptions:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         PRECISIONS[self.precision].check_device(self.device)
+        if self.trocr_instances < 1 or self.trocr_requests_per_instance < 1:
+            raise ValueError("trocr_instances and trocr_requests_per_instance must be >= 1")
         if not self.gpu_ids or any(gpu < 0 for gpu in self.gpu_ids):
             raise ValueError(f"gpu_ids {self.gpu_ids} must name GPUs (0, 1, ...)")
 
@@ -184,14 +189,19 @@ def model_configs(image: ImageConfig, options: ServingOptions, model: str) -> li
         outputs=tuple(Tensor.of(spec) for spec in protocol.OUTPUTS),
         instance_count=options.trocr_instances,
         dynamic_batching=DynamicBatching(
-            # One request per execute() (an instance serves one at a time): the dynamic batcher is the queue
-            # that applies the policy.
+            # One request per execute() (max_batch_size 0): the dynamic batcher is the queue that applies the
+            # policy.
             queue_policy=QueuePolicy(
                 max_queue_size=options.trocr_max_queue_size,
                 default_timeout_us=default_timeout_us,
             ),
         ),
-        parameters={"default_timeout_us": str(default_timeout_us), "model": model, "precision": options.precision},
+        parameters={
+            "default_timeout_us": str(default_timeout_us),
+            "requests_per_instance": str(options.trocr_requests_per_instance),
+            "model": model,
+            "precision": options.precision,
+        },
     )
     return [scheduler, trocr]
 

@@ -12,9 +12,9 @@ Both the launcher's watchdog (which reloads the model) and the models that await
 from __future__ import annotations
 
 # WAR(2.51): dead stubs are neither restarted nor reported (module docstring), so the launcher's watchdog and
-# the BLS callers watch the stub processes themselves. Fixed in: python_backend #423 with core #461/#473
-# (25.12 to 26.04: dead-stub detection and honest readiness), unverified here; the watchdog stays as the
-# restart of last resort.
+# the BLS callers watch the stub processes themselves. Fixed in: 2.65 (26.01), python_backend PR #423 with
+# core PR #461 (server_release.STUB_READINESS: both then ask the server); the stub list stays for removing
+# the shared-memory regions of dead stubs, and the watchdog as the restart of last resort.
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 from tests.images import NOT_AN_IMAGE, text_line
 from tests.integration.test_errors import raw_infer
 from tests.monitoring import SYNTHESIZED, all_expressions, metric_names
-from trocr_serving.launcher.cli import PIP_SERVER_VERSION
+from trocr_serving.server_release import PIP_SERVER_VERSION, ServerRelease
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +46,5 @@ def test_the_served_pip_server_is_the_release_trocr_serve_warns_about(tiny):
     finally:
         client.close()
     assert version == PIP_SERVER_VERSION
+    # and the release its models were told, checked by the launcher against what the server reports
+    assert tiny.server.release == ServerRelease.of(PIP_SERVER_VERSION)

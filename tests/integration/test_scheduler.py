@@ -91,13 +91,21 @@ def test_metrics_report_batched_steps_and_tokens(tiny):
 
 @pytest.fixture(scope="module")
 def constrained(tmp_path_factory):
-    """random:tiny with one decoder row and one queued row: the third concurrent request is refused."""
+    """random:tiny with one decoder row and one queued row: the third concurrent request is refused. Built as for
+    a newer server (two requests per front instance), which Triton 2.51 serves one request per instance."""
     repository = tmp_path_factory.mktemp("constrained")
-    options = ServingOptions(max_active_sequences=1, max_queued_sequences=1, trocr_instances=6)
+    options = ServingOptions(
+        max_active_sequences=1, max_queued_sequences=1, trocr_instances=3, trocr_requests_per_instance=2
+    )
     build_repository("random:tiny", repository, cache_dir=tmp_path_factory.getbasetemp() / "models", options=options)
     log = tmp_path_factory.mktemp("constrained-log") / "tritonserver.log"
     with TritonServer(repository, log_file=log, exit_timeout_s=5) as server:
         yield server
+
+
+def test_a_repository_built_for_many_requests_per_instance_serves_one_per_instance_on_the_pip_server(constrained):
+    log = constrained.log_tail(400)
+    assert log.count("requests_per_instance 2 needs Triton 2.71 or later: 1 on this server") == 3, log
 
 
 def test_requests_beyond_the_queue_bound_get_a_retryable_error(constrained):

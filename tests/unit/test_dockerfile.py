@@ -14,6 +14,7 @@ import tomllib
 from trocr_build import cli as build_cli
 from trocr_build.repository import ServingOptions
 from trocr_serving.launcher import cli as serve_cli
+from trocr_serving.server_release import CONCURRENT_BLS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -112,6 +113,16 @@ def test_each_repository_is_built_for_its_device(stage, device):
     args = build_cli.parser().parse_args(argv)
     assert (args.device, args.output) == (device, Path("/models"))
     ServingOptions(device=args.device, precision=args.precision, tensorrt=args.tensorrt)  # a valid combination
+
+
+@pytest.mark.parametrize("stage", ["repository-cpu", "repository-gpu"])
+def test_the_images_front_holds_many_requests_per_instance_on_a_release_that_allows_it(stage):
+    """A few front stub processes each holding many requests (one per instance took 256 stubs, ~18 GB, on a GPU)."""
+    (argv,) = project_commands(stage, "trocr-build")
+    args = build_cli.parser().parse_args(argv)
+    assert args.trocr_requests_per_instance > 1 and args.trocr_instances < 16
+    release = tuple(int(part) for part in arg_defaults()["TRITON_RELEASE"].split("."))
+    assert release >= tuple(int(part) for part in CONCURRENT_BLS.container.split("."))
 
 
 @pytest.mark.parametrize("stage", ["cpu", "gpu"])

@@ -25,6 +25,7 @@ from trocr_serving.launcher.server import (
     ServerInstall,
     TritonServer,
 )
+from trocr_serving.server_release import PIP_SERVER_VERSION
 
 LOGGER = logging.getLogger(__name__)
 
@@ -79,7 +80,6 @@ def access_of(args: argparse.Namespace) -> Access:
 
 
 # The pip server's release and what makes it unfit for production (NVIDIA's security bulletin of August 2026).
-PIP_SERVER_VERSION = "2.51.0"  # nvidia-pytriton 0.7.0's tritonserver
 PIP_SERVER_WARNING = (
     f"this is the pip-installed tritonserver {PIP_SERVER_VERSION} (nvidia-pytriton 0.7.0), for development and "
     "tests: it has "

@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trocr_client.protocol import MODEL_NAME
 from trocr_serving.execution import DeviceUnavailableError, Execution, require_gpus
 from trocr_serving.launcher.watchdog import StubWatchdog
+from trocr_serving.server_release import PIP_SERVER_VERSION, VERSION_ENV, ServerRelease, parse_version
 from trocr_serving.stubs import StubProcess, remove_shm_region, stub_processes
 
 LOGGER = logging.getLogger(__name__)
@@ -290,6 +291,11 @@ class ServerInstall:
             raise ServerError(f"{backends} has no python backend: pass the server's backend directory")
         return backends
 
+    def environment(self) -> dict[str, str]:
+        """What the server and its stubs are told about this install: the pip server's release, from which the
+        models choose their mechanisms (server_release); NVIDIA's containers set it themselves."""
+        return {VERSION_ENV: PIP_SERVER_VERSION} if self.binary is None else {}
+
     def library_path(self) -> list[str]:
         return [str(_pytriton_root().parent / "nvidia_pytriton.libs")] if self.binary is None else []
 
@@ -325,6 +331,7 @@ class TritonServer:
         self.server_id = f"trocr-triton-{secrets.token_hex(6)}"
         self.watchdog = StubWatchdog(self) if watchdog else None
         self.process: subprocess.Popen | None = None
+        self.release = ServerRelease(None)  # known once the server is ready
         # One owner of the process at a time: the watchdog's restart and stop() never act on it together, and a
         # stop cuts short a restart that is waiting for readiness.
         self._lifecycle = threading.Lock()
@@ -396,6 +403,7 @@ class TritonServer:
         libs = [*self.install.library_path(), env.get("LD_LIBRARY_PATH", "")]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
         env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+        env.update(self.install.environment())
         # ONNX Runtime keeps a device id under the user's cache folder: keep it in the server's work folder.
         env["XDG_CACHE_HOME"] = str(Path(self._workdir.name) / "cache")
         return env
@@ -508,7 +516,9 @@ class TritonServer:
             # Ready, and every endpoint listening: the metrics service starts after HTTP's readiness, and a caller
             # scraping at once was refused (seen in trocr-fleet right after a restart).
             if self.is_ready() and all(port_in_use(host, port) for host, port in self._addresses().values()):
-                LOGGER.info("tritonserver is ready: %s", ", ".join(models_in(self.model_repository)))
+                self.release = self._reported_release()
+                models = ", ".join(models_in(self.model_repository))
+                LOGGER.info("tritonserver is ready: %s (%s)", models, self.release.describe())
                 return
             time.sleep(0.25)
         raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
@@ -530,6 +540,19 @@ class TritonServer:
         if status != 200 or json.loads(body).get("name") != self.server_id:
             return False
         return self._get("/v2/health/ready")[0] == 200
+
+    def _reported_release(self) -> ServerRelease:
+        """The release the models were told (the environment they inherited), checked against the version the
+        server reports: a wrong TRITON_SERVER_VERSION would make them use mechanisms the server lacks."""
+        told = ServerRelease.current({**os.environ, **self.install.environment()})
+        reported = json.loads(self._get("/v2")[1]).get("version", "")
+        if told.version is not None and told.version != parse_version(reported):
+            raise ServerError(f"{VERSION_ENV} says {told.version}, but the server reports version {reported!r}")
+        return told
+
+    def unready_models(self) -> list[str]:
+        """The repository's models the server does not report ready (from 2.65: also those whose stub died)."""
+        return [name for name in models_in(self.model_repository) if self._get(f"/v2/models/{name}/ready")[0] != 200]
 
     def log_tail(self, lines: int = 60) -> str:
         if self._log_handle is not None:

@@ -11,6 +11,8 @@ Measured on Triton 2.51 (`kill -9` of a stub, 12 clients in flight, random:tiny)
   tritonserver crashed (SIGSEGV) while old copies of the BLS-calling models unloaded.
 - Killing a stub can also abort tritonserver itself (boost::interprocess::lock_exception: the stub died
   holding a lock in the memory it shares with the server).
+From Triton 2.65 (26.01, server_release.STUB_READINESS) the server notices a dead stub itself: the model is
+no longer ready. The watchdog then asks the server, not /proc, but still restarts it: no release restarts a stub.
 So the watchdog restarts the whole server on the same ports: it is not ready (its ports refuse connections)
 until every model is loaded again, every request in flight fails at once with UNAVAILABLE (none waits for its
 deadline), and the dead stubs' shared-memory regions are removed. Requests waiting on a dead stub inside the
@@ -25,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from trocr_serving.server_release import STUB_READINESS
 from trocr_serving.stubs import StubProcess
 
 if TYPE_CHECKING:
@@ -91,6 +94,11 @@ class StubWatchdog:
         code = self.server.process.poll()
         if code is not None:
             return f"tritonserver exited with code {code}"
+        if self.server.release.has(STUB_READINESS):
+            unready = self.server.unready_models()
+            return f"{', '.join(unready)} no longer ready (a stub died?)" if unready else None
+        # WAR(2.51): the server reports a model whose stub died as ready (stubs.py), so the stubs are watched.
+        # Fixed in: 2.65 (26.01), python_backend PR #423 and core PR #461 (server_release.STUB_READINESS).
         dead = sorted(name for name, stub in self.stubs.items() if not stub.is_alive())
         return f"stub process of {', '.join(dead)} died" if dead else None
 

@@ -31,8 +31,9 @@ from trocr_serving.engine.decode_loop import Ticket
 from trocr_serving.execution import Execution
 from trocr_serving.pipeline_config import PipelineConfig
 from trocr_serving.refusals import Refusal
+from trocr_serving.server_release import ServerRelease
 from trocr_serving.stubs import restrict_own_shm_region
-from trocr_serving.triton_adapters.bls import model_parameters, status_response
+from trocr_serving.triton_adapters.bls import acknowledges_calls, model_parameters, refused_response
 from trocr_serving.triton_adapters.metrics import BatchSizeMetric, SchedulerMetrics, release_families
 
 LOGGER = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         model_dir = Path(args["model_repository"])
         self.metrics = TritonMetrics(config["name"])
+        self.release = ServerRelease.current()
+        LOGGER.info("serving under %s", self.release.describe())
+        self.acknowledges = acknowledges_calls(self.release)
         self.engine = Engine(
             EngineOptions.from_parameters(model_parameters(config)),
             PipelineConfig.load(model_dir / args["model_version"]),
@@ -87,6 +91,8 @@ class TritonPythonModel:
 
     async def _serve(self, request):
         sender = request.get_response_sender()
+        if self.acknowledges:  # the caller now holds the call's response iterator: it can cancel the call
+            sender.send(pb_utils.InferenceResponse(output_tensors=[]))
         try:
             inputs = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in sp.INPUT_NAMES}
             timeout_us = request.timeout()
@@ -98,8 +104,8 @@ class TritonPythonModel:
             response = pb_utils.InferenceResponse(output_tensors=sp.result_tensors(results, pb_utils.Tensor))
         except Refusal as exc:
             self.metrics.m.rejected[exc.reason].increment(1)
-            response = status_response(exc)
+            response = refused_response(exc, self.release)
         except Exception as exc:
             LOGGER.exception("scheduler failed")
-            response = status_response(Refusal(f"scheduler failed: {exc}"))
+            response = refused_response(Refusal(f"scheduler failed: {exc}"), self.release)
         sender.send(response, flags=FINAL)

@@ -8,9 +8,10 @@ wait in Triton's bounded queue in front of this model. A bad image gets its own 
 `error`) beside its neighbours' texts; a request whose images are all bad, or with a bad parameter, fails
 with INVALID_ARG.
 
-One request at a time per instance, on purpose (measured on Triton 2.51): an instance that answered through
-response senders and kept many requests in flight made many BLS calls at once from one stub, and the stub,
-then tritonserver itself, crashed (SIGSEGV) under load.
+How many requests an instance holds at once depends on the serving release (trocr_serving.server_release):
+from 2.71 (CONCURRENT_BLS) up to the build's `requests_per_instance`, each answered through its response
+sender from the instance's request loop (triton_adapters.request_loop); before, one (see the WAR below). From
+the same release a request whose client went away cancels its call to the scheduler, whose rows then stop.
 """
 
 # First, under the project's pip launcher only: its site module puts the project's environment on the stub's
@@ -36,12 +37,17 @@ from trocr_serving.front.detokenizer import Detokenizer
 from trocr_serving.front.requests import parse_request, request_parameters
 from trocr_serving.pipeline_config import TOKENIZER_FILE, PipelineConfig
 from trocr_serving.refusals import InvalidRequestError, Refusal
+from trocr_serving.server_release import ServerRelease
 from trocr_serving.stubs import restrict_own_shm_region
 from trocr_serving.tensors import output_tensors
-from trocr_serving.triton_adapters.bls import ModelWatch, error_response, infer_decoupled_async, model_parameters
+from trocr_serving.triton_adapters.bls import ModelCaller, error_response, model_parameters
 from trocr_serving.triton_adapters.metrics import FrontMetrics, release_families
+from trocr_serving.triton_adapters.request_loop import RequestLoop, requests_per_instance
 
 LOGGER = logging.getLogger(__name__)
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# How long finalize() waits for the requests an instance still holds (servers with CONCURRENT_BLS).
+CLOSE_TIMEOUT_S = 30.0
 
 
 def _input(request, name: str, required: bool = False):
@@ -59,31 +65,45 @@ def _raw_parameters(request) -> str | bytes:
         return exc.object
 
 
-# WAR(2.51): one request at a time per instance (module docstring): many BLS calls in flight from one stub
-# crashed it, then tritonserver. Fixed in: possibly python_backend PR #439 (26.07: a use-after-free in
-# async_exec), unverified; until a newer server is checked, every server gets one request per instance.
 class TritonPythonModel:
     def initialize(self, args):
         restrict_own_shm_region()
         model_dir = Path(args["model_repository"]) / args["model_version"]
         self.config = PipelineConfig.load(model_dir)
         self.detokenizer = Detokenizer(model_dir / TOKENIZER_FILE, self.config.clean_up_tokenization_spaces)
-        self.scheduler = ModelWatch(sp.MODEL_NAME)
+        release = ServerRelease.current()
+        self.scheduler = ModelCaller(sp.MODEL_NAME, release)
         self.metrics = FrontMetrics(protocol.MODEL_NAME, args["model_instance_name"])
+        self.in_flight = 0
         parameters = model_parameters(json.loads(args["model_config"]))
         self.default_timeout_us = int(parameters["default_timeout_us"])
+        limit = requests_per_instance(int(parameters["requests_per_instance"]), release)
+        self.request_loop = RequestLoop(limit) if limit > 1 else None
+        LOGGER.info("serving under %s, %d request(s) at a time", release.describe(), limit)
 
     def finalize(self):
+        if self.request_loop is not None and not self.request_loop.close(CLOSE_TIMEOUT_S):
+            LOGGER.warning("unloading with requests still in flight after %.0f s", CLOSE_TIMEOUT_S)
         del self.detokenizer
         del self.metrics
         release_families()
 
-    async def execute(self, requests):
+    def execute(self, requests):
+        if self.request_loop is None:
+            return self._answer_each(requests)  # a coroutine: the stub runs it to its end
+        for request in requests:
+            self.request_loop.submit(self._send_answer(request, request.get_response_sender()))
+        return None
+
+    async def _answer_each(self, requests):
         return [await self._answer(request) for request in requests]
+
+    async def _send_answer(self, request, sender):
+        sender.send(await self._answer(request), flags=FINAL)
 
     async def _answer(self, request):
         started = time.monotonic()
-        self.metrics.in_flight.set(1)
+        self._count_in_flight(1)
         try:
             response = await self._transcribe(request)
         except Exception as exc:
@@ -93,8 +113,12 @@ class TritonPythonModel:
             self.metrics.failed(exc.reason, exc.status)
             response = error_response(exc)
         self.metrics.request_duration_seconds.observe(time.monotonic() - started)
-        self.metrics.in_flight.set(0)
+        self._count_in_flight(-1)
         return response
+
+    def _count_in_flight(self, change: int) -> None:
+        self.in_flight += change  # on one thread: the stub's, or the request loop's
+        self.metrics.in_flight.set(self.in_flight)
 
     async def _transcribe(self, request):
         job = parse_request(
@@ -109,7 +133,7 @@ class TritonPythonModel:
         # The deadline (the KServe `timeout`, else the server's default) bounded the request's wait in Triton's
         # queue; from here it bounds its work, so that work for a client that left ends.
         timeout_us = request.timeout() or self.default_timeout_us
-        outputs = await infer_decoupled_async(self.scheduler, inputs, list(sp.OUTPUT_NAMES), timeout_us=timeout_us)
+        outputs = await self.scheduler.infer(inputs, list(sp.OUTPUT_NAMES), timeout_us, request.is_cancelled)
         return self._response(job, outputs[sp.TOKEN_IDS], outputs[sp.SCORE])
 
     def _response(self, job, token_ids: np.ndarray, scores: np.ndarray):
