@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from trocr_build.repository import ensure_repository
+from trocr_build.repository import ServingOptions, ensure_repository
 from trocr_client.client import TrOCRClient
 from trocr_client.images import SAMPLES_DIR, sample_paths
 from trocr_client.logs import configure_logging
@@ -20,12 +20,17 @@ from trocr_serving import paths
 from trocr_serving.launcher.server import TritonServer
 
 LOGGER = logging.getLogger(__name__)
+# One client sends one request: two front instances serve it, and stopping unloads three instances, not 17
+# (Triton's Python backend takes about a second to unload each: trocr_serving.launcher.server).
+DEMO_OPTIONS = ServingOptions(trocr_instances=2, trocr_max_queue_size=2)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trocr-demo", description=__doc__)
     p.add_argument("--model", default="synthetic:small", help="as for trocr-build (default: %(default)s)")
-    p.add_argument("--repository", type=Path, default=paths.default_repository())
+    p.add_argument(
+        "--repository", type=Path, default=paths.demo_repository(), help="where to build it (default: %(default)s)"
+    )
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the repository holds this model")
     p.add_argument("images", nargs="*", type=Path, help=f"images to transcribe (default: {SAMPLES_DIR}/*)")
     return p
@@ -34,9 +39,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging()
-    ensure_repository(args.model, args.repository, args.rebuild)
+    ensure_repository(args.model, args.repository, args.rebuild, DEMO_OPTIONS)
     images = args.images or sample_paths()
-    # Nothing is in flight when the demo stops: a short exit timeout (see README, Known limitations).
+    # Nothing is in flight when the demo stops: a short exit timeout.
     with TritonServer(args.repository, exit_timeout_s=5) as server, TrOCRClient(server.grpc_url) as client:
         started = time.perf_counter()
         results = client.transcribe(images)

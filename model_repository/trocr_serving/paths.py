@@ -17,3 +17,8 @@ def cache_dir() -> Path:
 def default_repository() -> Path:
     """The model repository `trocr-build` writes and `trocr-serve` serves when given none."""
     return Path(os.environ.get("TROCR_TRITON_REPOSITORY", cache_dir() / "repository"))
+
+
+def demo_repository() -> Path:
+    """The small repository `trocr-demo` builds and serves (apart from the default one, which it leaves as it is)."""
+    return cache_dir() / "demo-repository"

@@ -72,7 +72,7 @@ def installed(tmp_path_factory) -> Installed:
         "HOME": str(root / "home"),
         "TROCR_TRITON_CACHE": str(root / "cache"),
     }
-    return Installed(root, python, site_packages, root / "cache" / "repository", env)
+    return Installed(root, python, site_packages, root / "cache" / "demo-repository", env)
 
 
 def test_the_wheel_holds_the_package_data_and_is_what_the_new_environment_imports(installed):
@@ -92,7 +92,7 @@ def test_the_wheel_holds_the_package_data_and_is_what_the_new_environment_import
 
 @pytest.fixture(scope="module")
 def demo_output(installed) -> str:
-    """`trocr-demo` of the wheel install: builds the default repository, serves it, transcribes the samples."""
+    """`trocr-demo` of the wheel install: builds its repository, serves it, transcribes the samples."""
     return installed.run("trocr-demo", "--model", "random:tiny").stdout
 
 

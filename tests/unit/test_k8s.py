@@ -11,8 +11,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.unit.test_dockerfile import project_commands
+from trocr_build import cli as build_cli
 from trocr_loadtest import fleet
 from trocr_serving.launcher import cli as serve_cli
+from trocr_serving.launcher.server import INSTANCE_UNLOAD_S, STOP_MARGIN_S
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"  # the oldest release the manifests target (HPA v2, PDB unhealthyPodEvictionPolicy)
@@ -98,13 +101,17 @@ def test_triton_listens_on_loopback_behind_the_proxy(rendered):
     assert service_ports == {"grpc": "grpc", "http": "http", "metrics": "metrics"}  # grpc, http: the proxy's
 
 
-def test_termination_grace_is_longer_than_the_servers_drain(rendered):
-    _, objects = rendered
+def test_termination_grace_is_longer_than_the_servers_drain_and_unload(rendered):
+    variant, objects = rendered
+    variant = variant.split("+")[0]
     pod = objects["Deployment"]["spec"]["template"]["spec"]
     container = containers(objects)["triton"]
     args = serve_cli.parser().parse_args(container["args"])
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(DRAIN_PAUSE_S)]
-    assert pod["terminationGracePeriodSeconds"] > DRAIN_PAUSE_S + args.exit_timeout_s
+    # the images' repositories: the front's instances and one scheduler (tests/unit/test_dockerfile.py)
+    build = build_cli.parser().parse_args(project_commands(f"repository-{variant}", "trocr-build")[0])
+    unload_s = INSTANCE_UNLOAD_S * (build.trocr_instances + 1)  # Triton's Python backend, one after another
+    assert pod["terminationGracePeriodSeconds"] > DRAIN_PAUSE_S + args.exit_timeout_s + unload_s + STOP_MARGIN_S
 
 
 def test_resources_per_variant(rendered):

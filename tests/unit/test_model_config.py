@@ -1,3 +1,5 @@
+import math
+
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
@@ -9,6 +11,7 @@ from trocr_client.aio import EXPECTED_INPUTS
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.engine.core import EngineOptions
 from trocr_serving.execution import Execution
+from trocr_serving.launcher.server import INSTANCE_UNLOAD_S, instance_count, unload_allowance_s
 from trocr_serving.pipeline_config import ImageConfig
 
 
@@ -190,3 +193,14 @@ def test_both_models_configs_are_generated_from_their_contracts_specs():
             assert list(tensor.reshape.shape) == ([-1] if spec.per_image else []), tensor.name
     assert {s.name: s.datatype for s in protocol.INPUTS} == EXPECTED_INPUTS
     assert list(scheduler.input[0].dims) == [-1, 3, 384, 384]  # the model's image size where the spec leaves it
+
+
+def test_the_launcher_counts_the_instances_it_waits_for_while_triton_unloads(tmp_path):
+    """Triton's Python backend unloads instances one after another (about a second each): the launcher's stop
+    waits for as many as the configs ask, a KIND_GPU group's count once per GPU."""
+    options = ServingOptions(device="cuda", gpu_ids=(0, 1), trocr_instances=3)
+    for config in model_configs(image(64, 64), options, "random:tiny"):
+        (tmp_path / config.name).mkdir()
+        (tmp_path / config.name / "config.pbtxt").write_text(config.to_pbtxt())
+    assert instance_count(tmp_path) == 2 + 3  # a scheduler on each GPU, the front's instances on the CPU
+    assert unload_allowance_s(tmp_path) == math.ceil(INSTANCE_UNLOAD_S * 5)

@@ -13,7 +13,9 @@ import contextlib
 import ctypes
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -40,10 +42,13 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 300.0
-# After the drain nothing is in flight: Triton gets this long to unload the models and exit, then SIGKILL.
-# WAR(2.51): a front stub that crashed while unloading makes Triton wait out its whole exit timeout.
-# Fixed in: not known.
-STOP_GRACE_S = 5.0
+# Stopping: after the drain nothing is in flight, and Triton unloads the models. Its Python backend takes about
+# 1.3 s per instance: ~ModelInstanceState calls StubLauncher::UpdateHealth(), which sleeps 1 s "so that the
+# child process has a chance to change the health variable" (python_backend r24.10 and main alike), and the
+# core finalizes a model's instances one after another (measured: 17 instances, 1.0-1.3 s each, 22 s in all).
+# Triton's exit timeout and the launcher's wait cover that, so that a normal stop kills nothing.
+INSTANCE_UNLOAD_S = 1.5
+STOP_MARGIN_S = 5.0  # beyond Triton's own exit timeout, before the launcher kills it
 PORT_RETRIES = 3
 # gRPC connections: a peer that stopped answering is dropped after a keepalive ping goes unanswered, and every
 # connection is closed after an hour (gracefully: calls in flight get the grace period, longer than a request's
@@ -259,6 +264,24 @@ def models_in(repository: Path) -> list[str]:
     return sorted(path.parent.name for path in repository.glob("*/config.pbtxt"))
 
 
+_INSTANCE_GROUP = re.compile(r"instance_group\s*\{([^}]*)\}")
+
+
+def instance_count(repository: Path) -> int:
+    """Model instances the repository's configs ask for (a KIND_GPU group's count is per GPU it names)."""
+    total = 0
+    for config in repository.glob("*/config.pbtxt"):
+        for group in _INSTANCE_GROUP.findall(config.read_text()):
+            count = re.search(r"count:\s*(\d+)", group)
+            total += (int(count.group(1)) if count else 1) * max(1, len(re.findall(r"gpus:", group)))
+    return total
+
+
+def unload_allowance_s(repository: Path) -> int:
+    """How long Triton takes to unload the repository's models (INSTANCE_UNLOAD_S per instance)."""
+    return math.ceil(INSTANCE_UNLOAD_S * instance_count(repository))
+
+
 @dataclass
 class Ports:
     http: int
@@ -392,7 +415,7 @@ class TritonServer:
             f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
             "--exit-on-error=true",
-            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--exit-timeout-secs={self.exit_timeout_s + unload_allowance_s(self.model_repository)}",
             "--strict-readiness=true",
             f"--log-verbose={self.log_verbose}",
             *self.extra_args,
@@ -569,8 +592,8 @@ class TritonServer:
         models included ("Server not ready"), so requests still queued or decoding their images failed. The
         public model is unloaded (new requests get NOT_FOUND "has no available versions", which the client
         library retries elsewhere) and the front's in-flight gauge and Triton's queue are watched until empty:
-        not the unload itself, which Triton 2.51 does not finish (front stubs that made decoupled BLS calls
-        crash while unloading)."""
+        not the unload itself, which takes about INSTANCE_UNLOAD_S per front instance and goes on while Triton
+        stops."""
         if MODEL_NAME not in models_in(self.model_repository):
             return
         request = urllib.request.Request(
@@ -622,11 +645,15 @@ class TritonServer:
             return
         if self.is_ready():  # else nothing was admitted: a server cut short while starting
             self.drain()
+        unload_s = unload_allowance_s(self.model_repository)
+        instances = instance_count(self.model_repository)
+        LOGGER.info("stopping tritonserver: it unloads %d model instances (up to %d s)", instances, unload_s)
         self.process.terminate()
+        grace_s = self.exit_timeout_s + unload_s + STOP_MARGIN_S
         try:
-            self.process.wait(timeout=STOP_GRACE_S)
+            self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            LOGGER.warning("tritonserver did not stop in %.0f s: killing it", STOP_GRACE_S)
+            LOGGER.warning("tritonserver did not stop in %.0f s: killing it", grace_s)
             self._kill()
 
     def close(self) -> None:
