@@ -42,3 +42,10 @@ def built_small(tmp_path_factory) -> Built:
 def built_synthetic(tmp_path_factory) -> Built:
     """The trained model shipped in the package (`trocr-train`'s weights)."""
     return _build("synthetic:small", tmp_path_factory)
+
+
+def pytest_collection_modifyitems(items):
+    """Two lanes: `-m "not slow"` (unit tests, under a minute here) for the edit loop, the whole suite in CI."""
+    for item in items:
+        if item.get_closest_marker("integration") is not None:
+            item.add_marker(pytest.mark.slow)
