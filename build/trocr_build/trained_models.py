@@ -2,7 +2,7 @@
 Face id, local directory, random:<name>, synthetic:<name>) into what `from_pretrained` loads.
 
 A `synthetic:<name>` is looked up first among the models `trocr-train` wrote into the cache folder (a user's own
-training wins), then among the models shipped in this package (`synthetic_models/`, with their `training.json`).
+training wins), then among the models shipped with the training (`training/models/`, with their `training.json`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import hashlib
 from pathlib import Path
 
 from trocr_build.random_model import is_random_model, random_model_dir
+from trocr_build.training import SHIPPED_MODELS_DIR
 from trocr_serving import paths
 
 SYNTHETIC_PREFIX = "synthetic:"
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "synthetic_models"
 WEIGHTS_FILE = "model.safetensors"
 
 

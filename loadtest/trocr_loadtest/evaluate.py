@@ -16,12 +16,12 @@ from pathlib import Path
 
 from tritonclient.utils import InferenceServerException
 
+from trocr_build.accuracy import LineScore, Normalisation, error_rates, score_line
+from trocr_build.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, EvalSetError, LabelledLine, load_iam, load_manifest
 from trocr_client.aio import DEFAULT_URL
 from trocr_client.client import TrOCRClient
 from trocr_client.errors import TrOCRError
 from trocr_client.logs import configure_logging
-from trocr_loadtest.accuracy import LineScore, Normalisation, error_rates, score_line
-from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, EvalSetError, LabelledLine, load_iam, load_manifest
 from trocr_loadtest.metadata import code_revision, server
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE = 0, 2, 3

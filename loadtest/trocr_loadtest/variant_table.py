@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from trocr_build.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, load_manifest
 from trocr_build.greedy import graph_paths
 from trocr_build.repository import ServingOptions, ensure_repository
 from trocr_build.variants import PRECISIONS
-from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, load_manifest
 from trocr_loadtest.evaluate import EvalOptions, evaluate
 from trocr_loadtest.load import LoadSpec, run_load
 from trocr_loadtest.stats import summarize

@@ -50,3 +50,9 @@ def test_the_exporter_installs_with_transformers_5_and_without_optimum(tmp_path)
     versions = resolve(tmp_path, ".[serve,build]")
     assert versions["transformers"].split(".")[0] == "5"
     assert not any(name.startswith("optimum") for name in versions)
+    assert "faker" not in versions and "fonttools" not in versions  # training's: the `train` extra
+
+
+def test_training_brings_its_own_dependencies(tmp_path):
+    versions = resolve(tmp_path, ".[serve,build,train]")
+    assert "faker" in versions and "fonttools" in versions

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from tests.images import NOT_AN_IMAGE
-from trocr_build.train import transcribe
+from trocr_build.accuracy import character_error_rate
+from trocr_build.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, load_manifest
+from trocr_build.training.train import transcribe
 from trocr_loadtest import evaluate
-from trocr_loadtest.accuracy import character_error_rate
-from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, load_manifest
 
 pytestmark = pytest.mark.integration
 LINES = 60  # of the held-out set: enough characters (about 1000) for a CER to 0.1 point

@@ -80,7 +80,7 @@ def test_the_wheel_holds_the_package_data_and_is_what_the_new_environment_import
         "import trocr_build, trocr_client, trocr_loadtest, trocr_serving\n"
         "from trocr_serving.paths import MODEL_FILES_DIR\n"
         "from trocr_client.images import sample_paths\n"
-        "from trocr_loadtest.eval_sets import HELDOUT_SET_DIR\n"
+        "from trocr_build.eval_sets import HELDOUT_SET_DIR\n"
         "for module in (trocr_build, trocr_client, trocr_loadtest, trocr_serving): print(module.__file__)\n"
         "print(sorted(p.name for p in MODEL_FILES_DIR.glob('*.py')))\n"
         "print(len(sample_paths()), len(list(HELDOUT_SET_DIR.glob('images/*.jpg'))))\n"

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from trocr_build import demo
-from trocr_build.train import transcribe
+from trocr_build.accuracy import character_error_rate
+from trocr_build.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, load_manifest
+from trocr_build.training.train import transcribe
 from trocr_client.images import sample_paths
 from trocr_loadtest import evaluate
-from trocr_loadtest.accuracy import character_error_rate
-from trocr_loadtest.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, load_manifest
 
 pytestmark = pytest.mark.integration
 SAMPLE_TEXTS = {  # what the sample images show

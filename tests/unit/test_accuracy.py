@@ -1,10 +1,10 @@
-"""Error rates and normalisation (trocr_loadtest.accuracy), and the side-by-side comparison of two runs."""
+"""Error rates and normalisation (trocr_build.accuracy), and the side-by-side comparison of two runs."""
 
 from __future__ import annotations
 
 import pytest
 
-from trocr_loadtest.accuracy import Normalisation, character_error_rate, error_rates, score_line
+from trocr_build.accuracy import Normalisation, character_error_rate, error_rates, score_line
 from trocr_loadtest.evaluate import render_comparison, worst_lines
 
 

@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from trocr_build.synthetic_lines import HELD_OUT_FONTS
-from trocr_build.train import main as train_main
-from trocr_loadtest.eval_sets import (
+from trocr_build.eval_sets import (
     HELDOUT_SET_DIR,
     MANIFEST_FILE,
     EvalSetError,
@@ -16,6 +14,8 @@ from trocr_loadtest.eval_sets import (
     load_iam,
     load_manifest,
 )
+from trocr_build.training.synthetic_lines import HELD_OUT_FONTS
+from trocr_build.training.train import main as train_main
 
 IAM_LINES = """#--- lines.txt ---------------------------------------------------------------#
 # format: a01-000u-00 ok 154 19 408 746 1661 89 A|MOVE|to|stop|Mr.|Gaitskell|from

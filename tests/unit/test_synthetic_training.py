@@ -12,9 +12,11 @@ import pytest
 import torch
 from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
+from trocr_build.eval_sets import MANIFEST_FILE, load_manifest
 from trocr_build.greedy import graph_paths
 from trocr_build.repository import ensure_repository
-from trocr_build.synthetic_lines import (
+from trocr_build.trained_models import SHIPPED_MODELS_DIR, resolve_model, weights_digest
+from trocr_build.training.synthetic_lines import (
     CHARSET,
     HELD_OUT_FONTS,
     MAX_CHARS,
@@ -24,10 +26,8 @@ from trocr_build.synthetic_lines import (
     load_fonts,
     split_fonts,
 )
-from trocr_build.train import CHUNK_LINES, RenderedLines, server_image_config
-from trocr_build.train import main as train_main
-from trocr_build.trained_models import SHIPPED_MODELS_DIR, resolve_model, weights_digest
-from trocr_loadtest.eval_sets import MANIFEST_FILE, load_manifest
+from trocr_build.training.train import CHUNK_LINES, RenderedLines, server_image_config
+from trocr_build.training.train import main as train_main
 
 
 @pytest.fixture(scope="module")

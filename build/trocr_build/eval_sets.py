@@ -1,5 +1,5 @@
 """Labelled text lines for accuracy checks: IAM's `lines.txt` with its image tree, a CSV or JSON-lines manifest
-of `path,text`, and the held-out synthetic set that ships with the project."""
+of `path,text`, and the held-out synthetic set that ships with the project (trocr_build.training)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-HELDOUT_SET_DIR = Path(__file__).parent / "heldout_synthetic"
+from trocr_build.training import HELDOUT_SET_DIR  # noqa: F401 (the set's readers import it from here)
+
 MANIFEST_FILE = "manifest.jsonl"
 
 

@@ -1,0 +1,12 @@
+"""Training the offline models (`trocr-train`, the `train` extra): synthetic handwriting-font lines, the shipped
+`synthetic:small` weights (`models/`) and the held-out set they are measured on (`heldout_synthetic/`).
+
+Importing this package needs nothing beyond the build extra: the training's own dependencies (Faker, fontTools)
+are imported by the modules that use them.
+"""
+
+from pathlib import Path
+
+TRAINING_DIR = Path(__file__).resolve().parent
+SHIPPED_MODELS_DIR = TRAINING_DIR / "models"
+HELDOUT_SET_DIR = TRAINING_DIR / "heldout_synthetic"
