@@ -1,8 +1,8 @@
 """`trocr-demo`: the main job end to end, offline.
 
-Builds the model repository (default `synthetic:small`, the small model trained offline and shipped in the
-package), starts Triton on free loopback ports, transcribes the sample images over gRPC, prints the texts and
-stops the server.
+Builds a model repository (default `synthetic:small`, the small model trained offline and shipped in the
+package), starts Triton on free loopback ports, transcribes the handwritten sample images over gRPC, prints each
+beside its true text with the character error rate (CER), and stops the server.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import logging
 import time
 from pathlib import Path
 
+from trocr_build.accuracy import character_error_rate
 from trocr_build.repository import ServingOptions, ensure_repository
 from trocr_client.client import TrOCRClient
-from trocr_client.images import SAMPLES_DIR, sample_paths
+from trocr_client.images import SAMPLES_DIR, samples
 from trocr_client.logs import configure_logging
 from trocr_serving import paths
 from trocr_serving.launcher.server import TritonServer
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging()
     ensure_repository(args.model, args.repository, args.rebuild, DEMO_OPTIONS)
-    images = args.images or sample_paths()
+    references = {} if args.images else {sample.path: sample.text for sample in samples()}
+    images = args.images or list(references)
     # Nothing is in flight when the demo stops: a short exit timeout.
     with TritonServer(args.repository, exit_timeout_s=5) as server, TrOCRClient(server.grpc_url) as client:
         started = time.perf_counter()
@@ -49,8 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(images)} images transcribed by {args.model} through Triton in {elapsed_s:.2f} s")
     if args.model.startswith("random:"):
         print("(random weights: the text is meaningless; use --model microsoft/trocr-small-handwritten for real text)")
+    width = max(len(path.name) for path in images)
     for path, result in zip(images, results):
-        print(f"{path.name:24s} score {result.score:7.3f}  {result.text}")
+        if path in references:
+            cer = character_error_rate([references[path]], [result.text])
+            print(f"{path.name:{width}s}  CER {cer:6.1%}  true: {references[path]}")
+            print(f"{'':{width}s}  {'':10s}  read: {result.text}")
+        else:
+            print(f"{path.name:{width}s}  score {result.score:7.3f}  {result.text}")
+    if references:
+        cer = character_error_rate(list(references.values()), [result.text for result in results])
+        print(f"CER over the {len(images)} handwritten samples: {cer:.1%} (they are not in the model's training)")
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from transformers import VisionEncoderDecoderModel
+from transformers.utils import logging as transformers_logging
 
 from trocr_build.export import (
     decoder_shape,
@@ -118,6 +119,7 @@ def load_model(model: str, cache_dir: Path | None = None):
     processor, source)."""
     source = resolve_model(model, cache_dir)
     LOGGER.info("loading %s", source)
+    transformers_logging.disable_progress_bar()  # transformers 5's "Loading weights" bar (downloads keep theirs)
     hf_model = VisionEncoderDecoderModel.from_pretrained(source).eval().requires_grad_(False)
     processor = reference_processor(source)
     return hf_model, processor, source

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,23 @@ ImageLike = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 # Handwriting-like sample lines in varied formats and sizes: the demo's images, the build's check of a
 # precision variant, the load test's and the tests' inputs.
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+SAMPLES_MANIFEST = "samples.jsonl"  # {"path": <file in SAMPLES_DIR>, "text": <what it shows>, "source": ...} per line
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    text: str  # what the image shows
+
+
+def samples() -> list[Sample]:
+    """The sample images with their true texts: handwriting (trocr_build.training.samples made them)."""
+    entries = [json.loads(line) for line in (SAMPLES_DIR / SAMPLES_MANIFEST).read_text().splitlines() if line]
+    return sorted((Sample(SAMPLES_DIR / e["path"], e["text"]) for e in entries), key=lambda sample: sample.path)
 
 
 def sample_paths() -> list[Path]:
-    return sorted(path for path in SAMPLES_DIR.iterdir() if path.is_file())
+    return [sample.path for sample in samples()]
 
 
 def encode_image(image: ImageLike) -> bytes:
