@@ -33,7 +33,9 @@ def parser() -> argparse.ArgumentParser:
         "--repository", type=Path, default=paths.demo_repository(), help="where to build it (default: %(default)s)"
     )
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the repository holds this model")
-    p.add_argument("images", nargs="*", type=Path, help=f"images to transcribe (default: {SAMPLES_DIR}/*)")
+    p.add_argument(
+        "images", nargs="*", type=Path, help=f"images to transcribe (default: the handwritten samples in {SAMPLES_DIR})"
+    )
     return p
 
 

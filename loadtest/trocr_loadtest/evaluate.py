@@ -1,8 +1,10 @@
 """`trocr-eval`: character and word error rates of a served model over a labelled set, sent through the real
 server with the project's client, with the throughput of the run; or two runs' JSON side by side (`--compare`).
 
-The set: `--manifest` (CSV `path,text` or JSON lines), `--iam` (IAM's lines.txt and its image tree), or by
-default the held-out synthetic set shipped with the project (lines rendered with fonts no training line used).
+The set: `--manifest` (CSV `path,text` or JSON lines), `--iam` (IAM's lines.txt and its image tree), or one of the
+held-out sets shipped with the project (`--set fonts`, the default: lines in handwriting fonts no training line
+uses; `--set digits`: lines of real MNIST digits no training line uses). `--peer rapidocr` also reads the set with
+an offline OCR peer and prints both side by side.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from pathlib import Path
 from tritonclient.utils import InferenceServerException
 
 from trocr_build.accuracy import LineScore, Normalisation, error_rates, score_line
-from trocr_build.eval_sets import HELDOUT_SET_DIR, MANIFEST_FILE, EvalSetError, LabelledLine, load_iam, load_manifest
+from trocr_build.eval_sets import MANIFEST_FILE, EvalSetError, LabelledLine, load_iam, load_manifest
+from trocr_build.training import HELDOUT_DIGITS_DIR, HELDOUT_SET_DIR
 from trocr_client.aio import DEFAULT_URL
 from trocr_client.client import TrOCRClient
 from trocr_client.errors import TrOCRError
 from trocr_client.logs import configure_logging
 from trocr_loadtest.metadata import code_revision, server
+from trocr_loadtest.peer import PEERS, PeerUnavailableError, peer
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE = 0, 2, 3
+SHIPPED_SETS = {"fonts": HELDOUT_SET_DIR, "digits": HELDOUT_DIGITS_DIR}
 DEFAULT_CONCURRENCY = 16
 
 
@@ -54,16 +59,21 @@ def evaluate(url: str, lines: list[LabelledLine], options: EvalOptions) -> dict:
         for result in stream:
             hypotheses[result.index], errors[result.index] = result.text, result.error
         seconds = time.perf_counter() - started
-    scores = [score_line(line.text, hyp, options.normalisation) for line, hyp in zip(lines, hypotheses)]
+    run = {"concurrency": options.concurrency, "images_per_request": options.images_per_request}
+    return {**scored(lines, hypotheses, errors, seconds, options.normalisation), **run, "num_beams": options.num_beams}
+
+
+def scored(
+    lines: list[LabelledLine], hypotheses: list[str], errors: list[str], seconds: float, normalisation: Normalisation
+) -> dict:
+    """A run's error rates, failures, throughput and every line: the served model's, or a peer's."""
+    scores = [score_line(line.text, hyp, normalisation) for line, hyp in zip(lines, hypotheses)]
     return {
-        "normalisation": {**options.normalisation.__dict__, "described": options.normalisation.describe()},
+        "normalisation": {**normalisation.__dict__, "described": normalisation.describe()},
         **error_rates(scores).as_dict(),
         "failed": sum(bool(error) for error in errors),
         "seconds": round(seconds, 3),
         "lines_per_s": round(len(lines) / seconds, 3),
-        "concurrency": options.concurrency,
-        "images_per_request": options.images_per_request,
-        "num_beams": options.num_beams,
         "per_line": [_line_entry(line, score, error) for line, score, error in zip(lines, scores, errors)],
     }
 
@@ -86,8 +96,12 @@ def render(report: dict, worst: int) -> str:
         f"CER {100 * report['cer']:.2f}% ({report['char_edits']} edits / {report['chars']} characters)   "
         f"WER {100 * report['wer']:.2f}% ({report['word_edits']} / {report['words']} words)   "
         f"failed images {report['failed']}",
-        f"throughput {report['lines_per_s']:.2f} lines/s ({report['seconds']:.1f} s, concurrency "
-        f"{report['concurrency']}, {report['images_per_request']} image(s) per request)",
+        f"throughput {report['lines_per_s']:.2f} lines/s ({report['seconds']:.1f} s"
+        + (
+            f", concurrency {report['concurrency']}, {report['images_per_request']} image(s) per request)"
+            if "concurrency" in report
+            else ")"
+        ),
     ]
     lines = worst_lines(report, worst)
     if lines:
@@ -131,6 +145,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--url", default=DEFAULT_URL, help="gRPC address of the server (default: %(default)s)")
     source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--set",
+        choices=list(SHIPPED_SETS),
+        default=None,
+        help="a shipped held-out set: lines in handwriting fonts no training line uses (the default), or lines of "
+        "real MNIST digits no training line uses",
+    )
     source.add_argument("--manifest", type=Path, help="CSV with header path,text, or JSON lines {path, text}")
     source.add_argument("--iam", type=Path, help="IAM lines.txt (images under its folder's lines/, or --iam-images)")
     source.add_argument("--compare", nargs=2, type=Path, metavar=("FIRST.json", "SECOND.json"))
@@ -145,13 +166,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--worst", type=int, default=10, help="worst lines listed")
     p.add_argument("--label", default=None, help="name of this run in comparisons (default: the served model)")
     p.add_argument("--json", type=Path, default=None, help="write the report, every line included, here")
+    p.add_argument(
+        "--peer",
+        choices=PEERS,
+        default=None,
+        help="also read the set with an offline OCR peer, in-process, and print both side by side ('peer' extra)",
+    )
     return p
 
 
 def load_set(args: argparse.Namespace) -> tuple[str, list[LabelledLine]]:
     if args.iam:
         return str(args.iam), load_iam(args.iam, args.iam_images)
-    manifest = args.manifest or HELDOUT_SET_DIR / MANIFEST_FILE
+    manifest = args.manifest or SHIPPED_SETS[args.set or "fonts"] / MANIFEST_FILE
     return str(manifest), load_manifest(manifest)
 
 
@@ -190,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     label = args.label or f"{served['model']} {served['precision'] or ''}".strip()
     report = {"label": label, "set": set_name, "url": args.url, "code": code_revision(), **report}
     print(render(report, args.worst))
+    if args.peer:
+        try:
+            reader = peer(args.peer)
+        except PeerUnavailableError as exc:
+            print(f"trocr-eval: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        texts, errors, seconds = reader.read([line.path for line in lines])
+        peer_report = {"label": reader.label, "set": set_name}
+        report["peer"] = {**peer_report, **scored(lines, texts, errors, seconds, options.normalisation)}
+        print(f"\n{render_comparison(report, report['peer'])}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from trocr_client.images import SAMPLES_DIR
+from trocr_client.images import sample_paths
 
 WORDS = "the quick brown fox jumps over lazy dog serving triton handwriting model batch".split()  # noqa: SIM905
 
@@ -38,12 +38,17 @@ def generated(count: int, seed: int = 0) -> list[bytes]:
     return images
 
 
+def samples() -> list[bytes]:
+    """The handwritten sample images (not their manifest)."""
+    return [path.read_bytes() for path in sample_paths()]
+
+
 def image_set(source: str = "samples+generated", count: int = 32) -> list[bytes]:
     """'samples', 'generated', 'samples+generated', or a directory path."""
     if source == "samples":
-        return from_directory(SAMPLES_DIR)
+        return samples()
     if source == "generated":
         return generated(count)
     if source == "samples+generated":
-        return from_directory(SAMPLES_DIR) + generated(max(0, count - len(from_directory(SAMPLES_DIR))))
+        return samples() + generated(max(0, count - len(samples())))
     return from_directory(Path(source))

@@ -98,3 +98,19 @@ def test_an_unreachable_server_and_a_missing_set_exit_with_their_codes(capsys, t
     )
     code, _, err = run(capsys, "--manifest", tmp_path / "none.jsonl")
     assert code == evaluate.EXIT_USAGE and "none.jsonl" in err
+
+
+def test_an_offline_peer_reads_the_same_lines_and_is_printed_beside_the_served_model(tiny, subset, tmp_path, capsys):
+    """RapidOCR (the `peer` extra) on the same set: its own error rates and throughput, side by side."""
+    code, out, _ = run(
+        capsys, "--url", tiny.server.grpc_url, "--manifest", subset, "--peer", "rapidocr", "--json", tmp_path / "p.json"
+    )
+    report = json.loads((tmp_path / "p.json").read_text())
+    peer = report["peer"]
+    assert code == evaluate.EXIT_OK and peer["lines"] == report["lines"] == LINES and peer["failed"] == 0
+    assert peer["label"].startswith("rapidocr 3.10.0") and peer["lines_per_s"] > 0
+    assert [line["reference"] for line in peer["per_line"]] == [line["reference"] for line in report["per_line"]]
+    # A real recognizer on lines in two handwriting fonts, against random weights (measured 2026-12-06 on the
+    # whole set: 1.4%)
+    assert peer["cer"] < 0.15 < report["cer"], (peer["cer"], report["cer"])
+    assert "random:tiny fp32" in out and peer["label"] in out and "lines/s" in out

@@ -26,7 +26,7 @@ from trocr_build.training.synthetic_lines import (
     load_fonts,
     split_fonts,
 )
-from trocr_build.training.train import CHUNK_LINES, RenderedLines, server_image_config
+from trocr_build.training.train import CHECKPOINT_FILE, CHUNK_LINES, RenderedLines, checkpoint_dir, server_image_config
 from trocr_build.training.train import main as train_main
 
 
@@ -79,7 +79,9 @@ def test_trocr_train_writes_a_loadable_model_its_figures_and_the_held_out_set(tm
         resolve_model("synthetic:large")
     heldout_dir = tmp_path / "heldout"
     argv = ["--heldout-output", str(heldout_dir), "--steps", "2", "--batch-size", "4", "--warmup-steps", "1"]
-    train_main([*argv, "--eval-every", "1", "--validation-lines", "4", "--heldout-lines", "6"])
+    train_main(
+        [*argv, "--eval-every", "1", "--validation-lines", "4", "--heldout-lines", "6", "--heldout-digit-lines", "0"]
+    )
     model_dir = Path(resolve_model("synthetic:small"))  # where trocr-train writes by default: a user's own wins
     assert model_dir == tmp_path / "cache" / "synthetic-models" / "small"
     figures = json.loads((model_dir / "training.json").read_text())
@@ -109,3 +111,24 @@ def test_a_model_trained_again_is_exported_again(tmp_path):
     second = ensure_repository(str(mine), tmp_path / "repository")
     assert graph.stat().st_mtime_ns != built_at
     assert second["weights_sha256"] != first["weights_sha256"] == weights_digest(str(SHIPPED_MODELS_DIR / "small"))
+
+
+def test_a_run_resumes_from_its_checkpoint_with_the_same_command(tmp_path):
+    """The checkpoint saved at each check carries the model, the optimizer, the step, the history and the minutes:
+    a run stopped after its first check (here: its checkpoint rolled back to it) ends as if it had not stopped."""
+    output = tmp_path / "model"
+    argv = ["--output", str(output), "--heldout-output", str(tmp_path / "heldout"), "--steps", "2", "--batch-size", "4"]
+    argv += ["--warmup-steps", "1", "--eval-every", "1", "--validation-lines", "4", "--heldout-lines", "2"]
+    argv += ["--heldout-digit-lines", "0", "--loader-workers", "0"]
+    train_main(argv)
+    checkpoint = checkpoint_dir(output) / CHECKPOINT_FILE
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["step"] == 2 and [h["step"] for h in state["history"]] == [1, 2]
+    state.update(step=1, history=state["history"][:1])  # as if stopped after step 1's check
+    torch.save(state, checkpoint)
+    train_main([*argv, "--resume"])
+    figures = json.loads((output / "training.json").read_text())
+    assert [h["step"] for h in figures["history"]] == [1, 2]  # step 1 from the checkpoint, step 2 trained again
+    assert figures["training_minutes"] >= round(state["minutes"], 1)  # the minutes before the stop counted
+    with pytest.raises(SystemExit, match="is of another command"):
+        train_main([*argv[:-1], "1", "--resume"])  # other loader workers: not the run that left the checkpoint

@@ -9,4 +9,5 @@ from pathlib import Path
 
 TRAINING_DIR = Path(__file__).resolve().parent
 SHIPPED_MODELS_DIR = TRAINING_DIR / "models"
-HELDOUT_SET_DIR = TRAINING_DIR / "heldout_synthetic"
+HELDOUT_SET_DIR = TRAINING_DIR / "heldout_synthetic"  # lines in handwriting fonts no training line uses
+HELDOUT_DIGITS_DIR = TRAINING_DIR / "heldout_digits"  # lines of real MNIST digits no training line uses

@@ -61,6 +61,23 @@ class Digits:
         return Digits(self.images[keep], self.labels[keep])
 
 
+# The fields of forms, as digits and spaces (MNIST has no punctuation): (weight, groups of digits).
+FIELDS = (
+    (0.25, ((2, 2), (2, 2), (4, 4))),  # a date: 12 03 1987
+    (0.20, ((3, 4), (3, 3), (3, 5))),  # a phone number or an account: 0612 345 678
+    (0.20, ((1, 6),)),  # a number or an amount: 4250
+    (0.15, ((4, 4), (4, 4), (4, 4))),  # an id or a card number: 4521 0093 7714
+    (0.10, ((1, 3), (3, 3))),  # a thousands-grouped amount: 12 500
+    (0.10, ((5, 5),)),  # a postal code: 75011
+)
+
+
+def digit_text(rng: random.Random) -> str:
+    """One field of a form, in digits and spaces."""
+    groups = rng.choices([groups for _, groups in FIELDS], [weight for weight, _ in FIELDS])[0]
+    return " ".join("".join(rng.choices("0123456789", k=rng.randint(*lengths))) for lengths in groups)
+
+
 def compose_line(text: str, digits: Digits, rng: random.Random, scale: float = 2.0) -> Image.Image:
     """An RGB line of `text` (digits and spaces): each digit a random image of it, cropped to its ink, with
     jittered size, height and gaps; dark ink on light paper."""

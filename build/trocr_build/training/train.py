@@ -31,8 +31,9 @@ from trocr_build.eval_sets import write_manifest
 from trocr_build.model_spec import EOS, PAD, ModelSpec, build_model
 from trocr_build.repository import image_config
 from trocr_build.trained_models import synthetic_models_dir
-from trocr_build.training import HELDOUT_SET_DIR
-from trocr_build.training.synthetic_lines import MAX_CHARS, LineRenderer, load_fonts
+from trocr_build.training import HELDOUT_DIGITS_DIR, HELDOUT_SET_DIR
+from trocr_build.training.digits import Digits, compose_line, digit_text
+from trocr_build.training.synthetic_lines import MAX_CHARS, LineRenderer, RenderedLine, load_fonts
 from trocr_client.logs import configure_logging
 from trocr_serving import paths
 from trocr_serving.front.preprocessing import normalize, resize
@@ -67,6 +68,7 @@ TRAINING_FONT_SIZES = (24, 48)
 CURRICULUM_START_CHARS = 8
 CHUNK_LINES = 256
 HELDOUT_FONT_SIZES = (28, 64)
+DIGIT_SCALES = (1.2, 2.6)  # MNIST's 28-pixel digits, scaled: lines 44 to 95 pixels high
 
 
 def pixel_values(image: Image.Image, config: ImageConfig) -> np.ndarray:
@@ -86,25 +88,40 @@ class RenderedLines(IterableDataset):
     twice in a round (rendering a line costs about as much as training on 64 of them: reusing it lets the 2 cores
     train more). The longest line grows from CURRICULUM_START_CHARS to MAX_CHARS over the first
     `curriculum_lines` rendered lines (short lines first: a decoder finds where to look in a short line sooner).
-    With `line_uses` 1 the lines come in the order rendered, as the shipped model was trained."""
+    With `line_uses` 1 the lines come in the order rendered. A `digit_share` of the lines are fields of forms
+    written with real MNIST digits (training.digits, the training split). `first_line` continues the curriculum
+    of a run resumed from a checkpoint (its lines are new ones: the seed moves with it)."""
 
     def __init__(
-        self, fonts: list[Path], seed: int, config: ImageConfig, processor, curriculum_lines: int, line_uses: int = 1
+        self,
+        fonts: list[Path],
+        seed: int,
+        config: ImageConfig,
+        processor,
+        curriculum_lines: int,
+        line_uses: int = 1,
+        digits: Digits | None = None,
+        digit_share: float = 0.0,
+        first_line: int = 0,
     ):
         self.fonts, self.seed, self.config, self.processor = fonts, seed, config, processor
         self.curriculum_lines, self.line_uses = curriculum_lines, line_uses
+        self.digits, self.digit_share, self.first_line = digits, digit_share, first_line
 
     def __iter__(self):
         worker = get_worker_info()
-        seed = self.seed * 1000 + (worker.id if worker else 0)
+        seed = (self.seed + self.first_line) * 1000 + (worker.id if worker else 0)
         renderer = LineRenderer(self.fonts, seed, TRAINING_FONT_SIZES)
         shuffler = random.Random(seed)
         workers = worker.num_workers if worker else 1
         chunks, chunk = collections.deque(maxlen=self.line_uses), []
         for count in itertools.count():
-            progress = min(1.0, count * workers / max(1, self.curriculum_lines))
+            progress = min(1.0, (self.first_line + count * workers) / max(1, self.curriculum_lines))
             renderer.text.max_chars = round(CURRICULUM_START_CHARS + progress * (MAX_CHARS - CURRICULUM_START_CHARS))
-            chunk.append(self._example(renderer.sample()))
+            if self.digits is not None and renderer.random.random() < self.digit_share:
+                chunk.append(self._example(digit_line(self.digits, renderer.random)))
+            else:
+                chunk.append(self._example(renderer.sample()))
             if len(chunk) == CHUNK_LINES:
                 chunks.append(chunk)
                 chunk = []
@@ -185,6 +202,12 @@ def learning_rate(step: int, steps: int, peak: float, warmup_steps: int) -> floa
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def digit_line(digits: Digits, rng: random.Random) -> RenderedLine:
+    """A field of a form in real handwritten digits, at a random size."""
+    text = digit_text(rng)
+    return RenderedLine(compose_line(text, digits, rng, scale=rng.uniform(*DIGIT_SCALES)), text, "mnist")
+
+
 def render_lines(fonts: list[Path], seed: int, count: int, font_sizes: tuple[int, int]) -> list:
     renderer = LineRenderer(fonts, seed, font_sizes)
     return [renderer.sample() for _ in range(count)]
@@ -195,6 +218,27 @@ def write_heldout_set(directory: Path, heldout_fonts: list[Path], lines: int) ->
     return write_manifest(directory, render_lines(heldout_fonts, HELDOUT_SEED, lines, HELDOUT_FONT_SIZES))
 
 
+def write_heldout_digits(directory: Path, lines: int) -> list:
+    """The held-out digit lines: fields of forms in MNIST digits that no training line uses."""
+    digits, rng = Digits.load().split(held_out=True), random.Random(HELDOUT_SEED)
+    return write_manifest(directory, [digit_line(digits, rng) for _ in range(lines)])
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def checkpoint_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".checkpoint")
+
+
+def save_checkpoint(folder: Path, state: dict) -> None:
+    """Atomically: a run stopped while saving keeps its previous checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / (CHECKPOINT_FILE + ".partial")
+    torch.save(state, partial)
+    partial.replace(folder / CHECKPOINT_FILE)
+
+
 def train(args: argparse.Namespace, argv: list[str]) -> dict:
     started = time.monotonic()
     torch.manual_seed(TRAINING_SEED)
@@ -202,20 +246,40 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     training_fonts, heldout_fonts = load_fonts()
     model, processor = build_model(SYNTHETIC_SMALL)
     config = server_image_config(processor)
+    ctc = ColumnCtcHead(SYNTHETIC_SMALL)
+    parameters = [*model.parameters(), *ctc.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+    history, first_step, earlier_minutes = [], 0, 0.0
+    checkpoints = checkpoint_dir(args.output)
+    if args.resume and (checkpoints / CHECKPOINT_FILE).exists():
+        state = torch.load(checkpoints / CHECKPOINT_FILE, weights_only=False)
+        if state["argv"] != [arg for arg in argv if arg != "--resume"]:
+            raise SystemExit(f"trocr-train: {checkpoints} is of another command ({' '.join(state['argv'])}): remove it")
+        model.load_state_dict(state["model"])
+        ctc.load_state_dict(state["ctc"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, first_step, earlier_minutes = state["history"], state["step"], state["minutes"]
+        LOGGER.info("resuming at step %d of %d (%.1f minutes trained)", first_step, args.steps, earlier_minutes)
     validation = render_lines(training_fonts, VALIDATION_SEED, args.validation_lines, TRAINING_FONT_SIZES)
-    curriculum_lines = int(args.curriculum * args.steps * args.batch_size / args.line_uses)
-    lines = RenderedLines(training_fonts, TRAINING_SEED, config, processor, curriculum_lines, args.line_uses)
+    lines_per_step = args.batch_size / args.line_uses
+    lines = RenderedLines(
+        training_fonts,
+        TRAINING_SEED,
+        config,
+        processor,
+        curriculum_lines=int(args.curriculum * args.steps * lines_per_step),
+        line_uses=args.line_uses,
+        digits=Digits.load().split(held_out=False) if args.digit_share > 0 else None,
+        digit_share=args.digit_share,
+        first_line=int(first_step * lines_per_step),
+    )
     # (--loader-workers 0 renders in the main process, between steps; DataLoader takes these with processes only)
     background = {"prefetch_factor": 4, "persistent_workers": True} if args.loader_workers else {}
     loader = DataLoader(
         lines, batch_size=args.batch_size, num_workers=args.loader_workers, collate_fn=collate, **background
     )
-    ctc = ColumnCtcHead(SYNTHETIC_SMALL)
-    parameters = [*model.parameters(), *ctc.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
-    history = []
     batches = iter(loader)
-    for step in range(args.steps):
+    for step in range(first_step, args.steps):
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.learning_rate, args.warmup_steps)
@@ -231,7 +295,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             hypotheses = transcribe(model, processor, [line.image for line in validation])
             cer = character_error_rate([line.text for line in validation], hypotheses)
-            minutes = (time.monotonic() - started) / 60
+            minutes = earlier_minutes + (time.monotonic() - started) / 60
             history.append(
                 {
                     "step": step + 1,
@@ -249,13 +313,34 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
                 100 * cer,
                 minutes,
             )
-    training_minutes = (time.monotonic() - started) / 60
+            state = {"model": model.state_dict(), "ctc": ctc.state_dict(), "optimizer": optimizer.state_dict()}
+            save_checkpoint(
+                checkpoints,
+                {
+                    **state,
+                    "step": step + 1,
+                    "history": history,
+                    "minutes": minutes,
+                    "argv": [arg for arg in argv if arg != "--resume"],
+                },
+            )
+    training_minutes = earlier_minutes + (time.monotonic() - started) / 60
     model.eval()
     model.save_pretrained(args.output)
     processor.save_pretrained(args.output)
-    lines = write_heldout_set(args.heldout_output, heldout_fonts, args.heldout_lines)
-    images = [Image.open(line.path).convert("RGB") for line in lines]
-    hypotheses = transcribe(model, processor, images)
+    heldout = {"heldout": write_heldout_set(args.heldout_output, heldout_fonts, args.heldout_lines)}
+    if args.heldout_digit_lines:
+        heldout["heldout_digits"] = write_heldout_digits(args.heldout_digits_output, args.heldout_digit_lines)
+    rates = {
+        f"{name}_cer": round(
+            character_error_rate(
+                [line.text for line in held],
+                transcribe(model, processor, [Image.open(line.path).convert("RGB") for line in held]),
+            ),
+            4,
+        )
+        for name, held in heldout.items()
+    }
     figures = {
         "command": " ".join(["trocr-train", *map(shlex.quote, argv)]),
         "spec": SYNTHETIC_SMALL.__dict__,
@@ -265,15 +350,16 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
         "curriculum": args.curriculum,
         "batch_size": args.batch_size,
         "line_uses": args.line_uses,
+        "digit_share": args.digit_share,
         "loader_workers": args.loader_workers,
-        "training_lines": args.steps * args.batch_size // args.line_uses,
+        "training_lines": int(args.steps * lines_per_step),
         "training_minutes": round(training_minutes, 1),
         "threads": args.threads,
         "training_fonts": sorted(path.stem for path in training_fonts),
         "heldout_fonts": sorted(path.stem for path in heldout_fonts),
         "validation_cer": history[-1]["cer"],
-        "heldout_cer": round(character_error_rate([line.text for line in lines], hypotheses), 4),
-        "heldout_lines": len(lines),
+        **rates,
+        "heldout_lines": len(heldout["heldout"]),
         "history": history,
     }
     (args.output / "training.json").write_text(json.dumps(figures, indent=2) + "\n")
@@ -291,6 +377,12 @@ def parser() -> argparse.ArgumentParser:
         default=paths.cache_dir() / "heldout-synthetic",
         help=f"where the held-out set is written (default: %(default)s; the shipped one: {HELDOUT_SET_DIR})",
     )
+    p.add_argument(
+        "--heldout-digits-output",
+        type=Path,
+        default=paths.cache_dir() / "heldout-digits",
+        help=f"where the held-out digit lines are written (default: %(default)s; shipped: {HELDOUT_DIGITS_DIR})",
+    )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
@@ -300,9 +392,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--loader-workers", type=int, default=1, help="processes rendering lines (0: the main process)")
     p.add_argument("--line-uses", type=int, default=1, help="times each rendered line is trained on")
+    p.add_argument("--digit-share", type=float, default=0.0, help="share of lines in real MNIST digits")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint beside --output (saved at each check), if the same command left one",
+    )
     p.add_argument("--eval-every", type=int, default=300, help="steps between checks on the validation lines")
     p.add_argument("--validation-lines", type=int, default=128)
     p.add_argument("--heldout-lines", type=int, default=200)
+    p.add_argument("--heldout-digit-lines", type=int, default=200, help="0: no held-out digit lines")
     p.add_argument("--heldout-only", action="store_true", help="only render the held-out set (no training)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -314,7 +413,11 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(args.verbose)
     if args.heldout_only:
         lines = write_heldout_set(args.heldout_output, load_fonts()[1], args.heldout_lines)
-        print(f"{len(lines)} held-out lines written to {args.heldout_output}")
+        digit_lines = write_heldout_digits(args.heldout_digits_output, args.heldout_digit_lines)
+        print(
+            f"{len(lines)} held-out lines written to {args.heldout_output}, {len(digit_lines)} digit lines to "
+            f"{args.heldout_digits_output}"
+        )
         return
     print(json.dumps({k: v for k, v in train(args, argv).items() if k != "history"}, indent=2))
 

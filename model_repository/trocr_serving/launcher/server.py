@@ -10,7 +10,6 @@ and every model.py imports it before anything else.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import math
@@ -70,7 +69,6 @@ RESTRICTED_APIS = ("model-repository", "logging", "trace", "shared-memory")
 ADMIN_KEY_HEADER = "trocr-admin-key"
 GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
 ENDPOINTS = ("grpc", "http", "metrics")
-_PR_SET_PDEATHSIG = 1
 
 
 class ServerError(RuntimeError):
@@ -122,17 +120,18 @@ class Access:
 SERVER_UMASK = 0o077
 
 
-def _prepare_server_process(parent_pid: int):
-    """Runs in the child before exec: the server gets SIGTERM when the launcher dies, even by SIGKILL, and
-    creates files and shared memory for its own user only."""
+# The server gets SIGTERM when the launcher dies, even by SIGKILL: util-linux's setpriv sets the parent-death
+# signal and execs it. Not a preexec_fn: Python code in the child of a process with threads is unsafe (with one,
+# CPython also runs its at-fork hooks there, and trocr-fleet's restart of a replica, beside its load threads,
+# died with SIGSEGV in logging's hook, after a lookup of prctl there had died the same way).
+SETPRIV = shutil.which("setpriv")
 
-    def prepare() -> None:
-        os.umask(SERVER_UMASK)
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent_pid:  # the launcher died before prctl took effect
-            os._exit(1)
 
-    return prepare
+def parent_death_prefix() -> list[str]:
+    if SETPRIV is None:
+        LOGGER.warning("setpriv (util-linux) not found: tritonserver will outlive this launcher if it is killed")
+        return []
+    return [SETPRIV, "--pdeathsig", "TERM", "--"]
 
 
 def free_ports(count: int, host: str = DEFAULT_HOST) -> list[int]:
@@ -475,12 +474,12 @@ class TritonServer:
             self.log_path,
         )
         self.process = subprocess.Popen(
-            self.command(self._backends),
+            [*parent_death_prefix(), *self.command(self._backends)],  # (setpriv execs: the same pid)
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
             env=self.environment(),
             start_new_session=True,
-            preexec_fn=_prepare_server_process(os.getpid()),
+            umask=SERVER_UMASK,  # files and shared memory for the server's own user only
         )
         self._wait_ready(self.startup_timeout_s)
 
