@@ -13,12 +13,14 @@ from transformers import (
     TrOCRProcessor,
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
+    ViTConfig,
 )
 
 from trocr_build.reference import VIT_PIL_IMAGE_PROCESSOR
 from trocr_build.synthetic_tokenizer import SPECIAL_TOKENS, build_tokenizer
 
 PIL_BILINEAR = 2
+ENCODER_CONFIGS = {"deit": DeiTConfig, "vit": ViTConfig}
 BOS, PAD, EOS, UNK = range(len(SPECIAL_TOKENS))
 
 
@@ -39,6 +41,10 @@ class ModelSpec:
     max_position_embeddings: int
     max_length: int
     activation: str = "relu"
+    encoder_kind: str = "deit"  # or "vit" (no distillation token: the layout of pretrained ViT/DINOv2 weights)
+    layer_norm_eps: float = 1e-12
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     @property
     def patch_grid(self) -> tuple[int, int]:
@@ -49,7 +55,7 @@ class ModelSpec:
 
 def build_model(spec: ModelSpec) -> tuple[VisionEncoderDecoderModel, TrOCRProcessor]:
     """An untrained model (transformers' default initialisation) and its processor."""
-    encoder = DeiTConfig(
+    encoder = ENCODER_CONFIGS[spec.encoder_kind](
         hidden_size=spec.encoder_hidden_size,
         num_hidden_layers=spec.encoder_layers,
         num_attention_heads=spec.encoder_heads,
@@ -57,6 +63,7 @@ def build_model(spec: ModelSpec) -> tuple[VisionEncoderDecoderModel, TrOCRProces
         image_size=(spec.image_height, spec.image_width),
         patch_size=spec.patch_size,
         qkv_bias=True,
+        layer_norm_eps=spec.layer_norm_eps,
     )
     decoder = TrOCRConfig(
         vocab_size=spec.vocab_size,
@@ -97,8 +104,8 @@ def build_model(spec: ModelSpec) -> tuple[VisionEncoderDecoderModel, TrOCRProces
         do_rescale=True,
         rescale_factor=1 / 255,
         do_normalize=True,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
+        image_mean=list(spec.image_mean),
+        image_std=list(spec.image_std),
     )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=build_tokenizer(spec.vocab_size),

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from transformers import ViTConfig, ViTModel
 
 from trocr_build.eval_sets import MANIFEST_FILE
+from trocr_build.repository import build_repository
 from trocr_build.training import HELDOUT_DIGITS_DIR, pretrained
 from trocr_build.training.digits import HELD_OUT_PER_DIGIT, Digits
 from trocr_build.training.train import main as train_main
@@ -83,3 +84,18 @@ def test_the_shipped_held_out_digit_lines_are_what_trocr_train_renders(tmp_path)
     )
     rendered = (tmp_path / "digits" / MANIFEST_FILE).read_text()
     assert rendered == (HELDOUT_DIGITS_DIR / MANIFEST_FILE).read_text()
+
+
+def test_a_model_started_from_dinov2_trains_and_trocr_build_exports_and_checks_it(tmp_path):
+    output = tmp_path / "model"
+    argv = ["--spec", "vit-dinov2", "--output", str(output), "--heldout-output", str(tmp_path / "fonts")]
+    argv += ["--steps", "1", "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "1", "--validation-lines", "2"]
+    train_main([*argv, "--heldout-lines", "2", "--heldout-digit-lines", "0", "--loader-workers", "0"])
+    figures = json.loads((output / "training.json").read_text())
+    assert figures["spec"]["name"] == "vit-dinov2" and figures["spec"]["encoder_kind"] == "vit"
+    info = build_repository(str(output), tmp_path / "repository")  # exported, checked against PyTorch, written
+    # the build fails beyond its tolerances; the server's preprocessing (ImageNet's mean and std) is the processor's
+    assert (
+        info["max_abs_diff"]["pixels"] == {"pixel_values": 0.0}
+        and (tmp_path / "repository" / "scheduler" / "config.pbtxt").is_file()
+    )

@@ -104,3 +104,12 @@ def vit_state_dict(weights: dict[str, np.ndarray], layers: int, grid: tuple[int,
             for kind in ("weight", "bias"):
                 out[f"{target}.{before}.{kind}"] = weights[f"{source}.{after}.{kind}"]
     return {name: torch.tensor(np.asarray(array, dtype=np.float32)) for name, array in out.items()}
+
+
+def load_into(encoder: torch.nn.Module, layers: int, grid: tuple[int, int]) -> None:
+    """Put the pretrained weights into a ViTModel of width 384, 6 heads and `layers` layers (its pooler, unused
+    by the decoder, keeps its initialisation)."""
+    state = vit_state_dict(dinov2_weights(onnx_model()), layers, grid)
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if unexpected or any(not name.startswith("pooler.") for name in missing):
+        raise ValueError(f"the encoder does not take ViT-S/14's weights: missing {missing}, unexpected {unexpected}")

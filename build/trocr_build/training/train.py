@@ -31,7 +31,7 @@ from trocr_build.eval_sets import write_manifest
 from trocr_build.model_spec import EOS, PAD, ModelSpec, build_model
 from trocr_build.repository import image_config
 from trocr_build.trained_models import synthetic_models_dir
-from trocr_build.training import HELDOUT_DIGITS_DIR, HELDOUT_SET_DIR
+from trocr_build.training import HELDOUT_DIGITS_DIR, HELDOUT_SET_DIR, pretrained
 from trocr_build.training.digits import Digits, compose_line, digit_text
 from trocr_build.training.synthetic_lines import MAX_CHARS, LineRenderer, RenderedLine, load_fonts
 from trocr_client.logs import configure_logging
@@ -60,6 +60,29 @@ SYNTHETIC_SMALL = ModelSpec(
     max_position_embeddings=64,
     max_length=40,
 )
+# A ViT-S/14 encoder that starts from DINOv2's weights (training.pretrained; its first `encoder_layers` layers) on
+# a line strip of 2 x 40 patches, ImageNet's normalisation (the weights were trained with it).
+PRETRAINED_VIT = ModelSpec(
+    image_height=28,
+    image_width=560,
+    patch_size=pretrained.PATCH,
+    encoder_hidden_size=pretrained.WIDTH,
+    encoder_layers=4,
+    encoder_heads=pretrained.HEADS,
+    encoder_intermediate_size=pretrained.MLP,
+    vocab_size=260,
+    d_model=256,
+    decoder_layers=3,
+    decoder_heads=8,
+    decoder_ffn_dim=1024,
+    max_position_embeddings=64,
+    max_length=40,
+    encoder_kind="vit",
+    layer_norm_eps=pretrained.LAYER_NORM_EPS,
+    image_mean=pretrained.IMAGENET_MEAN,
+    image_std=pretrained.IMAGENET_STD,
+)
+SPECS = {"small": SYNTHETIC_SMALL, "vit-dinov2": PRETRAINED_VIT}
 TRAINING_SEED = 1
 VALIDATION_SEED = 2
 HELDOUT_SEED = 3
@@ -244,11 +267,18 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     torch.manual_seed(TRAINING_SEED)
     torch.set_num_threads(args.threads)
     training_fonts, heldout_fonts = load_fonts()
-    model, processor = build_model(SYNTHETIC_SMALL)
+    spec = SPECS[args.spec]
+    model, processor = build_model(spec)
+    if spec.encoder_kind == "vit":
+        pretrained.load_into(model.encoder, spec.encoder_layers, spec.patch_grid)
     config = server_image_config(processor)
-    ctc = ColumnCtcHead(SYNTHETIC_SMALL)
+    ctc = ColumnCtcHead(spec)
     parameters = [*model.parameters(), *ctc.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+    encoder = list(model.encoder.parameters())
+    in_encoder = {id(parameter) for parameter in encoder}
+    rest = [parameter for parameter in parameters if id(parameter) not in in_encoder]
+    groups = [{"params": encoder, "scale": args.encoder_lr_scale}, {"params": rest, "scale": 1.0}]
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     history, first_step, earlier_minutes = [], 0, 0.0
     checkpoints = checkpoint_dir(args.output)
     if args.resume and (checkpoints / CHECKPOINT_FILE).exists():
@@ -282,7 +312,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     for step in range(first_step, args.steps):
         model.train()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args.steps, args.learning_rate, args.warmup_steps)
+            group["lr"] = group["scale"] * learning_rate(step, args.steps, args.learning_rate, args.warmup_steps)
         batch = next(batches)
         output = model(**batch)
         text_loss = token_loss(output.logits, batch["labels"])
@@ -343,10 +373,12 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     }
     figures = {
         "command": " ".join(["trocr-train", *map(shlex.quote, argv)]),
-        "spec": SYNTHETIC_SMALL.__dict__,
+        "spec": {"name": args.spec, **spec.__dict__},
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": args.steps,
         "ctc_weight": args.ctc_weight,
+        "learning_rate": args.learning_rate,
+        "encoder_lr_scale": args.encoder_lr_scale,
         "curriculum": args.curriculum,
         "batch_size": args.batch_size,
         "line_uses": args.line_uses,
@@ -383,10 +415,19 @@ def parser() -> argparse.ArgumentParser:
         default=paths.cache_dir() / "heldout-digits",
         help=f"where the held-out digit lines are written (default: %(default)s; shipped: {HELDOUT_DIGITS_DIR})",
     )
+    p.add_argument(
+        "--spec",
+        choices=list(SPECS),
+        default="small",
+        help="the model: small (DeiT from random weights) or vit-dinov2 (ViT-S/14 from DINOv2's weights)",
+    )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument(
+        "--encoder-lr-scale", type=float, default=1.0, help="the encoder's learning rate, as a share of the rest's"
+    )
     p.add_argument("--curriculum", type=float, default=0.3, help="share of the steps over which lines lengthen")
     p.add_argument("--ctc-weight", type=float, default=1.0, help="of the training-only CTC loss on the encoder")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
