@@ -1,5 +1,7 @@
 """Training the offline models (`trocr-train`, the `train` extra): synthetic handwriting-font lines, the shipped
-`synthetic:small` weights (`models/`) and the held-out set they are measured on (`heldout_synthetic/`).
+`synthetic:small` weights (`models/`), the held-out sets they are measured on (`heldout_synthetic/`: handwriting
+fonts no training line uses; `heldout_digits/`: real MNIST digits no training line uses), real digits
+(`digits.py`), a pretrained encoder start (`pretrained.py`) and the sample images' maker (`samples.py`).
 
 Importing this package needs nothing beyond the build extra: the training's own dependencies (Faker, fontTools)
 are imported by the modules that use them.

@@ -16,7 +16,7 @@ no longer ready. The watchdog then asks the server, not /proc, but still restart
 So the watchdog restarts the whole server on the same ports: it is not ready (its ports refuse connections)
 until every model is loaded again, every request in flight fails at once with UNAVAILABLE (none waits for its
 deadline), and the dead stubs' shared-memory regions are removed. Requests waiting on a dead stub inside the
-server fail at once too (trocr_serving.triton_adapters.bls.ModelWatch), before the restart.
+server fail at once too (trocr_serving.triton_adapters.bls.ModelCaller), before the restart.
 """
 
 from __future__ import annotations
