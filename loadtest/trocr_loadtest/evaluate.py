@@ -148,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--set",
         choices=list(SHIPPED_SETS),
-        default=None,
+        default="fonts",
         help="a shipped held-out set: lines in handwriting fonts no training line uses (the default), or lines of "
         "real MNIST digits no training line uses",
     )
@@ -178,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
 def load_set(args: argparse.Namespace) -> tuple[str, list[LabelledLine]]:
     if args.iam:
         return str(args.iam), load_iam(args.iam, args.iam_images)
-    manifest = args.manifest or SHIPPED_SETS[args.set or "fonts"] / MANIFEST_FILE
+    manifest = args.manifest or SHIPPED_SETS[args.set] / MANIFEST_FILE
     return str(manifest), load_manifest(manifest)
 
 
@@ -201,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     if not lines:
         print(f"trocr-eval: {set_name} holds no lines", file=sys.stderr)
         return EXIT_USAGE
+    try:  # before the served run: a missing peer is a usage error, found at once
+        reader = peer(args.peer) if args.peer else None
+    except PeerUnavailableError as exc:
+        print(f"trocr-eval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = EvalOptions(
         normalisation=Normalisation(args.lowercase, args.strip_punctuation, not args.keep_whitespace),
         concurrency=args.concurrency,
@@ -217,12 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     label = args.label or f"{served['model']} {served['precision'] or ''}".strip()
     report = {"label": label, "set": set_name, "url": args.url, "code": code_revision(), **report}
     print(render(report, args.worst))
-    if args.peer:
-        try:
-            reader = peer(args.peer)
-        except PeerUnavailableError as exc:
-            print(f"trocr-eval: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    if reader is not None:
         texts, errors, seconds = reader.read([line.path for line in lines])
         peer_report = {"label": reader.label, "set": set_name}
         report["peer"] = {**peer_report, **scored(lines, texts, errors, seconds, options.normalisation)}

