@@ -29,6 +29,7 @@ IMAGES = [text_line(f"overload {i}", width=200 + 20 * i) for i in range(4)]
 WORK = {"max_new_tokens": 31, "num_beams": 8, "ignore_eos": True}
 ROWS = 8
 CAPACITY_CONCURRENCY = 2 * ROWS // WORK["num_beams"]  # requests that fill the active and the queued rows
+IN_FLIGHT = "trocr_requests_in_flight"  # the front's gauge: requests its instances hold
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,7 @@ def test_a_grpc_deadline_drops_the_requests_still_queued(narrow):
     whose caller left before an instance took them are dropped there, not run."""
     before = scrape(narrow.metrics_url)
     outcomes: list[str] = []
+    messages: list[str] = []
 
     def call(index: int) -> None:
         # 60 tokens x 8 beams: each run holds the 8 decoder rows at least three times as long as the deadline.
@@ -121,12 +123,18 @@ def test_a_grpc_deadline_drops_the_requests_still_queued(narrow):
                 outcomes.append("OK")
             except InferenceServerException as exc:
                 outcomes.append(str(exc.status()))
+                messages.append(exc.message())
 
-    # One request more than instances (the queue's slack is one more): two run, one waits, each run taking
-    # longer than the deadline.
+    # One request more than instances: two run, one waits, each run taking longer than the deadline. The last one
+    # is sent once the instances hold the first two: sent together, all three can be in Triton's queue at one
+    # instant, beyond its bound, and the last is refused at once (seen on a loaded machine).
     threads = [threading.Thread(target=call, args=(i,)) for i in range(CAPACITY_CONCURRENCY + 1)]
-    for thread in threads:
+    for thread in threads[:-1]:
         thread.start()
+    held_by = time.monotonic() + 2.0
+    while time.monotonic() < held_by and total(scrape(narrow.metrics_url), IN_FLIGHT, model="trocr") < len(threads) - 1:
+        time.sleep(0.005)
+    threads[-1].start()
     for thread in threads:
         thread.join()
     time.sleep(2.0)  # what ran after its caller left has finished
@@ -135,7 +143,7 @@ def test_a_grpc_deadline_drops_the_requests_still_queued(narrow):
     def delta(name: str) -> float:
         return total(after, name, model="trocr") - total(before, name, model="trocr")
 
-    assert outcomes == ["StatusCode.DEADLINE_EXCEEDED"] * (CAPACITY_CONCURRENCY + 1), outcomes
+    assert outcomes == ["StatusCode.DEADLINE_EXCEEDED"] * (CAPACITY_CONCURRENCY + 1), messages
     # The two instances' requests ran to their end (the Python backend cannot cancel a BLS call: README); the
     # queued one was dropped there.
     assert delta("nv_inference_exec_count_total") == CAPACITY_CONCURRENCY
